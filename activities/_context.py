@@ -1,0 +1,114 @@
+"""What a node type's function sees besides its config."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from temporalio import activity
+
+from activities.settings import WorkerSettings
+from interpreter.node_io import RunInfo, Usage
+
+T = TypeVar("T")
+
+
+class WorkerResources:
+    """Objects a worker creates once and shares between node runs (clients, engines, servers).
+
+    ``get`` creates a resource on first use; ``aclose`` closes them all when the worker stops.
+    """
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self._items: dict[str, Any] = {}
+        self._closers: list[Callable[[], Any]] = []
+        self._lock = asyncio.Lock()
+
+    async def get(
+        self,
+        key: str,
+        factory: Callable[[], Awaitable[T] | T],
+        close: Callable[[T], Any] | None = None,
+    ) -> T:
+        """The resource named ``key``, created by ``factory`` the first time."""
+        if key in self._items:
+            return self._items[key]  # type: ignore[no-any-return]
+        async with self._lock:
+            if key not in self._items:
+                made = factory()
+                value = await made if inspect.isawaitable(made) else made
+                self._items[key] = value
+                if close is not None:
+                    self._closers.append(lambda: close(value))
+        return self._items[key]  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        """Close every resource, newest first."""
+        while self._closers:
+            closer = self._closers.pop()
+            result = closer()
+            if inspect.isawaitable(result):
+                await result
+        self._items.clear()
+
+
+@dataclass
+class NodeContext:
+    """Per-run context handed to a node type's function next to its validated config."""
+
+    node_id: str
+    node_type: str
+    run: RunInfo
+    attempt: int
+    settings: WorkerSettings
+    resources: WorkerResources
+    scope: dict[str, Any] | None = None
+    """inputs, vars, nodes, item, index: only for node types that run user code."""
+    usage: Usage | None = None
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
+    _activity_context: contextvars.Context | None = field(default=None, repr=False)
+
+    def heartbeat(self, *details: Any) -> None:
+        """Tell Temporal the node is alive; safe to call from a worker thread."""
+        loop, context = self._loop, self._activity_context
+        if loop is None or context is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            activity.heartbeat(*details)
+        else:
+            loop.call_soon_threadsafe(activity.heartbeat, *details, context=context)
+
+    def is_cancelled(self) -> bool:
+        """Whether Temporal asked this node to stop (long loops should check it)."""
+        if self._activity_context is None:
+            return False
+        return self._activity_context.run(activity.is_cancelled)
+
+    def add_usage(
+        self,
+        *,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost_usd: float | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        """Record tokens (and cost) an AI call used; the run report sums them."""
+        usage = self.usage or Usage()
+        usage.prompt_tokens += prompt_tokens
+        usage.completion_tokens += completion_tokens
+        usage.total_tokens = usage.prompt_tokens + usage.completion_tokens
+        if cost_usd is not None:
+            usage.cost_usd = (usage.cost_usd or 0.0) + cost_usd
+        usage.provider = provider or usage.provider
+        usage.model = model or usage.model
+        self.usage = usage

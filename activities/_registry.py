@@ -1,0 +1,198 @@
+"""The node-type registry: a type name maps to a function and the pydantic model of its config.
+
+A family module declares its types with :func:`node_type`; :meth:`Registry.activities` turns
+every type into one Temporal activity named after the type, taking a single
+:class:`~interpreter.node_io.NodeInput` and returning a :class:`~interpreter.node_io.NodeResult`.
+The wrapper validates the config, maps :mod:`activities.errors` onto Temporal failures
+(retryable or not), reports the attempt number and serves ``cache``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities._cache import MISSING, NodeCache
+from activities._context import NodeContext, WorkerResources
+from activities._secrets import resolve_secrets
+from activities.errors import NodeConfigError, NodeError
+from interpreter.node_io import NodeInput, NodeResult
+from interpreter.node_types import BUILTIN_ALIASES
+
+NodeFunction = Callable[[Any, NodeContext], Any]
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """One registered node type."""
+
+    name: str
+    config_model: type[BaseModel]
+    function: NodeFunction
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass
+class Registry:
+    """Node types by canonical name and alias."""
+
+    _types: dict[str, NodeType] = field(default_factory=dict)
+    _aliases: dict[str, str] = field(default_factory=dict)
+
+    def register(self, node_type: NodeType) -> None:
+        """Add a node type; a name or alias already taken is an error."""
+        if node_type.name in self._types:
+            raise ValueError(f"node type {node_type.name!r} is registered twice")
+        self._types[node_type.name] = node_type
+        for alias in node_type.aliases:
+            owner = self._aliases.get(alias)
+            if owner and owner != node_type.name:
+                raise ValueError(f"alias {alias!r} of {node_type.name!r} belongs to {owner!r}")
+            self._aliases[alias] = node_type.name
+
+    def canonical(self, name: str) -> str | None:
+        """The canonical name of a type or alias, or None if unknown."""
+        if name in self._types:
+            return name
+        return self._aliases.get(name) or (
+            BUILTIN_ALIASES[name] if BUILTIN_ALIASES.get(name) in self._types else None
+        )
+
+    def get(self, name: str) -> NodeType | None:
+        """The node type of a name or alias."""
+        canonical = self.canonical(name)
+        return self._types.get(canonical) if canonical else None
+
+    def config_model(self, name: str) -> type[BaseModel] | None:
+        """The config model of a type (the interpreter's catalog protocol)."""
+        found = self.get(name)
+        return found.config_model if found else None
+
+    def names(self) -> list[str]:
+        """Every canonical name and alias, sorted."""
+        return sorted({*self._types, *self._aliases})
+
+    def types(self) -> list[NodeType]:
+        """Every registered type, by name."""
+        return [self._types[name] for name in sorted(self._types)]
+
+    def activities(self, resources: WorkerResources) -> list[Callable[..., Any]]:
+        """One Temporal activity per registered type, bound to the worker's resources."""
+        return [_activity_for(node_type, resources) for node_type in self.types()]
+
+
+registry = Registry()
+
+
+def node_type(
+    name: str,
+    config_model: type[BaseModel],
+    *,
+    aliases: Iterable[str] = (),
+    registry_: Registry | None = None,
+) -> Callable[[NodeFunction], NodeFunction]:
+    """Register the decorated function as the node type ``name``.
+
+    The function takes ``(config, ctx)`` — an instance of ``config_model`` and a
+    :class:`NodeContext` — and returns a JSON-able value. ``async def`` functions run on the
+    worker's event loop; plain ``def`` functions run in a thread so blocking libraries are fine.
+    The seed aliases of built-in types come from the language (``BUILTIN_ALIASES``).
+    """
+    builtin = tuple(alias for alias, target in BUILTIN_ALIASES.items() if target == name)
+
+    def decorate(function: NodeFunction) -> NodeFunction:
+        (registry_ or registry).register(
+            NodeType(
+                name=name,
+                config_model=config_model,
+                function=function,
+                aliases=(*builtin, *aliases),
+                description=inspect.getdoc(function) or "",
+            )
+        )
+        return function
+
+    return decorate
+
+
+def config_error_message(error: ValidationError) -> str:
+    """A one-line summary of a config validation error: ``field: problem; ...``."""
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "config"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[..., Any]:
+    async def run_node(input: NodeInput) -> NodeResult:
+        info = activity.info()
+        try:
+            config = node_type.config_model.model_validate(resolve_secrets(input.config))
+        except NodeConfigError as e:
+            raise _failure(input, e, info.attempt) from e
+        except ValidationError as e:
+            raise _failure(
+                input, NodeConfigError(f"bad config: {config_error_message(e)}"), info.attempt
+            ) from e
+        ctx = NodeContext(
+            node_id=input.node_id,
+            node_type=node_type.name,
+            run=input.run,
+            attempt=info.attempt,
+            settings=resources.settings,
+            resources=resources,
+            scope=input.scope,
+            _loop=asyncio.get_running_loop(),
+            _activity_context=contextvars.copy_context(),
+        )
+        cache: NodeCache | None = None
+        cache_key = ""
+        if input.cache_ttl_seconds:
+            cache = NodeCache(resources.settings.home / "cache")
+            cache_key = NodeCache.key(node_type.name, input.config)
+            hit = cache.get(cache_key, input.cache_ttl_seconds)
+            if hit is not MISSING:
+                return NodeResult(output=hit, attempt=info.attempt, cached=True)
+        try:
+            if inspect.iscoroutinefunction(node_type.function):
+                output = await node_type.function(config, ctx)
+            else:
+                output = await asyncio.to_thread(
+                    contextvars.copy_context().run, node_type.function, config, ctx
+                )
+        except (asyncio.CancelledError, ApplicationError):
+            raise
+        except Exception as e:
+            raise _failure(input, e, info.attempt) from e
+        output = to_jsonable_python(output)
+        if cache is not None:
+            cache.put(cache_key, output)
+        return NodeResult(output=output, attempt=info.attempt, usage=ctx.usage)
+
+    run_node.__name__ = run_node.__qualname__ = node_type.name.replace(".", "_")
+    return activity.defn(name=node_type.name)(run_node)
+
+
+def _failure(input: NodeInput, error: Exception, attempt: int) -> ApplicationError:
+    """Map an exception onto a Temporal failure naming the node; NodeError decides retrying."""
+    if isinstance(error, NodeError):
+        message, retryable = error.message, error.retryable
+    else:
+        message, retryable = f"{type(error).__name__}: {error}", True
+    return ApplicationError(
+        f"node {input.node_id!r} ({input.node_type}): {message}",
+        {"attempt": attempt, "node": input.node_id},
+        type=type(error).__name__,
+        non_retryable=not retryable,
+    )

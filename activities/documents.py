@@ -1,0 +1,1 @@
+"""Node types of the documents family (being written)."""

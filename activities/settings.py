@@ -1,0 +1,149 @@
+"""Worker settings: where data lives, named connections, provider credentials.
+
+Read once when the worker starts, from the environment and an optional YAML file
+(``TIDEFLOW_CONFIG``, default ``<TIDEFLOW_HOME>/worker.yaml`` when it exists). Environment
+variables win over the file. Node types get them through ``NodeContext.settings``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelPrice(_Section):
+    """USD per million tokens, for the cost line of AI nodes."""
+
+    input_per_million: float = 0.0
+    output_per_million: float = 0.0
+
+
+class AISettings(_Section):
+    """The AI family: an OpenAI-compatible endpoint, or the embedded local model."""
+
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str | None = None
+    """Default model for nodes that do not name one."""
+    local_model: str = "smollm2"
+    """The embedded model used when no endpoint is configured: a known name or a GGUF path."""
+    request_timeout_seconds: float = 120.0
+    schema_repairs: int = 2
+    """How many times a reply that does not fit the output schema is asked again."""
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
+
+
+class SMTPSettings(_Section):
+    """The SMTP server of notify.email."""
+
+    host: str = "localhost"
+    port: int = 25
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+    ssl: bool = False
+    sender: str = "tideflow@localhost"
+    timeout_seconds: float = 30.0
+
+
+class CodeSettings(_Section):
+    """Limits of code.python."""
+
+    cpu_seconds: int = 10
+    memory_mb: int = 512
+    wall_seconds: float = 30.0
+    max_open_files: int = 64
+
+
+class WorkerSettings(_Section):
+    """Everything a worker and its node types are configured with."""
+
+    home: Path = Path(".tideflow")
+    """The data folder: SQLite files, payload store, caches, uploaded documents."""
+    task_queue: str = "tideflow"
+    payload_threshold: int = 256 * 1024
+    """Values bigger than this many bytes travel as references to the payload store."""
+    payload_store: str | None = None
+    """``file:///folder`` or ``s3://bucket/prefix``; default ``<home>/payloads``."""
+    file_root: Path | None = None
+    """Root of ``file://`` URIs for storage nodes; default ``<home>/files``."""
+    databases: dict[str, str] = Field(default_factory=dict)
+    """Named SQLAlchemy URLs; ``default_database`` defaults to SQLite in the data folder."""
+    ai: AISettings = Field(default_factory=AISettings)
+    smtp: SMTPSettings = Field(default_factory=SMTPSettings)
+    slack_webhook_url: str | None = None
+    code: CodeSettings = Field(default_factory=CodeSettings)
+    max_concurrent_activities: int = 100
+
+    @property
+    def resolved_file_root(self) -> Path:
+        """The folder ``file://`` storage URIs are confined to."""
+        return (self.file_root or self.home / "files").resolve()
+
+    @property
+    def resolved_payload_store(self) -> str:
+        """The payload store URI."""
+        return self.payload_store or (self.home / "payloads").resolve().as_uri()
+
+    def database_url(self, name: str) -> str | None:
+        """The URL of a named connection; ``default_database`` always exists."""
+        if name in self.databases:
+            return self.databases[name]
+        if name == "default_database":
+            return f"sqlite:///{(self.home / 'tideflow.db').resolve()}"
+        return None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> WorkerSettings:
+        """Build settings from the optional YAML file, then the environment."""
+        env = dict(os.environ if environ is None else environ)
+        home = Path(env.get("TIDEFLOW_HOME", ".tideflow"))
+        config_path = Path(env.get("TIDEFLOW_CONFIG", home / "worker.yaml"))
+        data: dict[str, Any] = {}
+        if config_path.is_file():
+            loaded = yaml.safe_load(config_path.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{config_path}: worker config must be a mapping")
+            data = loaded
+        data.setdefault("home", str(home))
+        _apply_env(data, env)
+        return cls.model_validate(data)
+
+
+def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
+    simple = {
+        "TIDEFLOW_TASK_QUEUE": ("task_queue",),
+        "TIDEFLOW_PAYLOAD_THRESHOLD": ("payload_threshold",),
+        "TIDEFLOW_PAYLOAD_STORE": ("payload_store",),
+        "TIDEFLOW_FILE_ROOT": ("file_root",),
+        "OPENAI_BASE_URL": ("ai", "base_url"),
+        "OPENAI_API_KEY": ("ai", "api_key"),
+        "TIDEFLOW_AI_MODEL": ("ai", "model"),
+        "TIDEFLOW_LOCAL_MODEL": ("ai", "local_model"),
+        "TIDEFLOW_SMTP_HOST": ("smtp", "host"),
+        "TIDEFLOW_SMTP_PORT": ("smtp", "port"),
+        "TIDEFLOW_SMTP_USERNAME": ("smtp", "username"),
+        "TIDEFLOW_SMTP_PASSWORD": ("smtp", "password"),
+        "TIDEFLOW_SMTP_STARTTLS": ("smtp", "starttls"),
+        "TIDEFLOW_SMTP_SSL": ("smtp", "ssl"),
+        "TIDEFLOW_SMTP_SENDER": ("smtp", "sender"),
+        "SLACK_WEBHOOK_URL": ("slack_webhook_url",),
+    }
+    for var, path in simple.items():
+        if var in env:
+            target = data
+            for key in path[:-1]:
+                target = target.setdefault(key, {})
+            target[path[-1]] = env[var]
+    # TIDEFLOW_DATABASE_<NAME>=url adds or replaces the named connection <name> (lower case).
+    for var, value in env.items():
+        if var.startswith("TIDEFLOW_DATABASE_"):
+            data.setdefault("databases", {})[var.removeprefix("TIDEFLOW_DATABASE_").lower()] = value

@@ -1,0 +1,1 @@
+"""Node types of the storage family (being written)."""
