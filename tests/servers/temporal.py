@@ -26,8 +26,8 @@ def temporal_cli_path() -> str:
 @pytest_asyncio.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     """A dev server with Tideflow's search attributes registered."""
-    from starter.server import SEARCH_ATTRIBUTES
     from starter.client import data_converter
+    from starter.server import SEARCH_ATTRIBUTES
 
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal_cli_path(),

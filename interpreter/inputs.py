@@ -1,0 +1,86 @@
+"""A run's inputs checked against the definition's ``inputs`` before anything runs."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from interpreter.model import Definition, InputSpec
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+}
+
+
+class InputError(ValueError):
+    """Inputs that do not fit the definition; ``problems`` names each field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def input_type_error(spec: InputSpec, value: Any) -> str | None:
+    """Why ``value`` does not fit ``spec``, or None."""
+    if spec.type != "any":
+        allowed = _JSON_TYPES[spec.type]
+        is_bool = isinstance(value, bool)
+        if (is_bool and spec.type != "boolean") or not isinstance(value, allowed):
+            article = "an" if spec.type[0] in "aeiou" else "a"
+            return f"must be {article} {spec.type}, got {_kind(value)}"
+    if spec.enum is not None and value not in spec.enum:
+        return f"must be one of {', '.join(repr(v) for v in spec.enum)}, got {value!r}"
+    return None
+
+
+def resolve_inputs(definition: Definition, given: dict[str, Any]) -> dict[str, Any]:
+    """The run's inputs with defaults applied; raise :class:`InputError` naming every bad field.
+
+    When the definition declares no inputs, any inputs are accepted as they are.
+    """
+    if not definition.inputs:
+        return dict(given)
+    problems: list[str] = []
+    resolved: dict[str, Any] = {}
+    for name in given:
+        if name not in definition.inputs:
+            close = difflib.get_close_matches(name, list(definition.inputs), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"input {name!r}: not declared by this workflow{hint}")
+    for name, spec in definition.inputs.items():
+        if name in given:
+            value = given[name]
+            if spec.type == "number" and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)  # CEL keeps int and double apart; a number is a double
+            problem = input_type_error(spec, value)
+            if problem:
+                problems.append(f"input {name!r}: {problem}")
+            resolved[name] = value
+        elif spec.default is not None:
+            value = spec.default
+            if spec.type == "number" and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            resolved[name] = value
+        elif spec.required:
+            problems.append(f"input {name!r}: required")
+    if problems:
+        raise InputError(problems)
+    return resolved
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    for name, types in _JSON_TYPES.items():
+        if (
+            name != "integer"
+            and isinstance(value, types)
+            and not (isinstance(value, bool) and name != "boolean")
+        ):
+            return f"{name} {value!r}" if name in ("string", "number") else name
+    return type(value).__name__

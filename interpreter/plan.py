@@ -1,0 +1,105 @@
+"""A validated definition compiled for running: expressions compiled, defaults resolved, every
+node's dependencies, retry policy and timeouts worked out once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from interpreter.expressions import References, compile_value, references_of
+from interpreter.model import Definition, Fallback, Node, OnError, RetrySpec
+from interpreter.node_types import SCOPED_TYPES, WORKFLOW_TYPES
+
+DEFAULT_TIMEOUT_SECONDS = 600.0
+"""Start-to-close timeout of an activity node that sets none (Temporal requires one)."""
+
+
+@dataclass(frozen=True)
+class PlanNode:
+    """One node, ready to run."""
+
+    id: str
+    type: str
+    name: str | None
+    depends_on: tuple[str, ...]
+    join: str
+    handler: bool
+    config: Any
+    when: Any
+    foreach: Any
+    concurrency: int | None
+    retry: RetrySpec
+    timeout: float
+    heartbeat_timeout: float | None
+    task_queue: str | None
+    on_error: OnError
+    compensate: str | None
+    cache_ttl: float | None
+    references: References
+    in_workflow: bool
+    scoped: bool
+
+    @property
+    def summary(self) -> str:
+        """How the node reads in the Temporal Web UI."""
+        return f"{self.id} — {self.name}" if self.name else self.id
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A whole definition, compiled."""
+
+    definition: Definition
+    nodes: dict[str, PlanNode]
+    outputs: Any
+    outputs_references: References
+    on_failure: tuple[str, ...]
+
+
+def compile_plan(definition: Definition) -> Plan:
+    """Compile a validated definition (expressions must already have been checked)."""
+    handlers = definition.handler_ids()
+    nodes = {
+        node.id: _plan_node(definition, node, node.id in handlers) for node in definition.graph()
+    }
+    outputs = compile_value(definition.outputs)
+    return Plan(
+        definition=definition,
+        nodes=nodes,
+        outputs=outputs,
+        outputs_references=references_of(outputs),
+        on_failure=tuple(definition.error_handling.on_failure),
+    )
+
+
+def _plan_node(definition: Definition, node: Node, handler: bool) -> PlanNode:
+    defaults = definition.defaults
+    config = compile_value(node.config)
+    when = compile_value(node.when) if isinstance(node.when, str) else node.when
+    foreach = compile_value(node.foreach) if node.foreach is not None else None
+    refs = references_of(config) | references_of(when) | references_of(foreach)
+    on_error: OnError = node.on_error or definition.default_on_error()
+    if isinstance(on_error, Fallback) and on_error.fallback == node.id:
+        on_error = "fail"  # a fallback's own default fallback would be itself
+    return PlanNode(
+        id=node.id,
+        type=node.type,
+        name=node.name,
+        depends_on=tuple(dict.fromkeys(node.depends_on)),
+        join=node.join,
+        handler=handler,
+        config=config,
+        when=when,
+        foreach=foreach,
+        concurrency=node.concurrency,
+        retry=node.retry or definition.default_retry(),
+        timeout=node.timeout or defaults.timeout or DEFAULT_TIMEOUT_SECONDS,
+        heartbeat_timeout=node.heartbeat_timeout or defaults.heartbeat_timeout,
+        task_queue=node.task_queue or defaults.task_queue or definition.task_queue,
+        on_error=on_error,
+        compensate=node.compensate,
+        cache_ttl=node.cache.ttl if node.cache else None,
+        references=refs,
+        in_workflow=node.type in WORKFLOW_TYPES,
+        scoped=node.type in SCOPED_TYPES,
+    )

@@ -1,0 +1,768 @@
+"""Static checks of a definition: every problem at once, each with its file, line and column.
+
+:func:`check` turns a parsed :class:`~interpreter.loader.Document` into a validated
+:class:`~interpreter.model.Definition` (node types made canonical, config defaults that are
+expressions filled in) and the list of problems. It reports YAML errors, unknown keys (with a
+"did you mean"), duplicate ids, unknown dependencies, cycles, unknown node types, config that
+does not fit its type, bad expressions, references to unknown nodes, inputs or vars, and bad
+durations.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from interpreter.expressions import (
+    Expression,
+    ExpressionError,
+    Template,
+    compile_string,
+    iter_expressions,
+)
+from interpreter.loader import Document, PathKey, Problem
+from interpreter.model import (
+    TRIGGER_NODE_TYPES,
+    Definition,
+    Fallback,
+    Node,
+)
+from interpreter.node_types import (
+    BUILTIN_ALIASES,
+    WORKFLOW_TYPE_CONFIGS,
+    WORKFLOW_TYPES,
+    canonical_type,
+)
+
+DEFAULT_EXPRESSION = "default_expression"
+"""Key of a config field's ``json_schema_extra`` holding an expression used when the field is
+missing (``${{ inputs.document }}``, or ``${{ upstream.output.text }}`` for the output of the
+node's only dependency)."""
+
+_GRAPH_KEYS = ("tasks", "steps", "nodes")
+
+
+class NodeCatalog(Protocol):
+    """What validation needs to know of the activity node types (``activities.registry``)."""
+
+    def canonical(self, name: str) -> str | None:
+        """The canonical name of a type or alias, None if unknown."""
+
+    def config_model(self, name: str) -> type[BaseModel] | None:
+        """The config model of a type."""
+
+    def names(self) -> list[str]:
+        """Every known type name and alias."""
+
+
+class DefinitionError(Exception):
+    """A definition that does not validate; ``problems`` holds every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass
+class _Located:
+    node: Node
+    path: PathKey
+
+
+@dataclass
+class _Checker:
+    document: Document
+    catalog: NodeCatalog | None
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, path: PathKey, message: str, *, key: bool = False, offset: int = 0) -> None:
+        self.problems.append(self.document.problem(path, message, key=key, offset=offset))
+
+    # -- structure ---------------------------------------------------------------------------
+
+    def run(self) -> Definition | None:
+        data = self.document.data
+        if data is None:
+            return None
+        if not isinstance(data, dict):
+            self.add((), "a definition is a mapping of keys (name, version, tasks, …)")
+            return None
+        located = self._nodes(data)
+        top = dict(data)
+        for key in _GRAPH_KEYS:
+            if isinstance(top.get(key), list):
+                top[key] = []
+        definition: Definition | None = None
+        try:
+            definition = Definition.model_validate(top)
+        except ValidationError as e:
+            self._pydantic(e, (), Definition)
+        spelling = next((k for k in _GRAPH_KEYS if k in data), None)
+        if spelling is None:
+            self.add((), "no nodes: add tasks: (with depends_on), steps: or nodes: with edges:")
+        if definition is None or spelling is None:
+            self._graph_only(located, data)
+            return None
+        definition = definition.model_copy(update={spelling: [n.node for n in located]})
+        self._graph(definition, located, _raw_ids(data))
+        return definition
+
+    def _nodes(self, data: dict[str, Any]) -> list[_Located]:
+        out: list[_Located] = []
+        seen: dict[str, PathKey] = {}
+        self.invalid: list[tuple[dict[str, Any], PathKey]] = []
+        for key in _GRAPH_KEYS:
+            items = data.get(key)
+            if not isinstance(items, list):
+                continue
+            for i, raw in enumerate(items):
+                path: PathKey = (key, i)
+                if not isinstance(raw, dict):
+                    self.add(path, "a node is a mapping with at least id and type")
+                    continue
+                node_id = raw.get("id")
+                if isinstance(node_id, str):
+                    if node_id in seen:
+                        line = self.document.position((*seen[node_id], "id")).line
+                        self.add(
+                            (*path, "id"), f"duplicate node id {node_id!r} (first on line {line})"
+                        )
+                    else:
+                        seen[node_id] = path
+                try:
+                    out.append(_Located(Node.model_validate(raw), path))
+                except ValidationError as e:
+                    self._pydantic(e, path, Node)
+                    self.invalid.append((raw, path))
+        return out
+
+    def _pydantic(self, error: ValidationError, base: PathKey, model: type[BaseModel]) -> None:
+        for item in error.errors():
+            loc = _clean_loc(item["loc"])
+            path = (*base, *loc)
+            kind = item["type"]
+            if kind == "extra_forbidden":
+                name = str(loc[-1]) if loc else "?"
+                allowed = _fields_at(model, loc[:-1])
+                self.add(path, f"unknown key {name!r}{_suggest(name, allowed)}", key=True)
+            elif kind == "missing":
+                self.add(path[:-1], f"{_where(loc)} is required")
+            else:
+                message = item["msg"].removeprefix("Value error, ")
+                where = _where(loc)
+                self.add(path, f"{where}: {message}" if where else message)
+
+    # -- graph -------------------------------------------------------------------------------
+
+    def _graph_only(self, located: list[_Located], data: dict[str, Any]) -> None:
+        """Checks that still make sense when the definition's top level is broken."""
+        for item in located:
+            self._type(item)
+
+    def _graph(self, definition: Definition, located: list[_Located], known: set[str]) -> None:
+        """``known`` holds every id written, valid node or not, so one broken node does not
+        make its dependents' references look unknown."""
+        by_id: dict[str, _Located] = {}
+        for item in located:
+            by_id.setdefault(item.node.id, item)
+        # Designer-export trigger nodes are not work: they are dropped from the graph.
+        triggers = {i for i, item in by_id.items() if item.node.type in TRIGGER_NODE_TYPES}
+        handlers = definition.handler_ids()
+        self._edges(definition, known)
+        graph = {n.id: n for n in definition.graph()}
+        for node_id, node in graph.items():
+            found = by_id.get(node_id)
+            if found is None or node_id in triggers:
+                continue
+            item = found
+            for j, dep in enumerate(node.depends_on):
+                dep_path = (*item.path, "depends_on", j) if dep in item.node.depends_on else None
+                if dep not in known:
+                    if dep_path is not None:
+                        self.add(
+                            dep_path,
+                            f"{node_id!r} depends on unknown node {dep!r}{_suggest(dep, known)}",
+                        )
+                elif dep == node_id:
+                    self.add(dep_path or item.path, f"{node_id!r} depends on itself")
+                elif dep in handlers and node_id not in handlers:
+                    self.add(
+                        dep_path or item.path,
+                        f"{node_id!r} depends on {dep!r}, a handler that only runs when invoked",
+                    )
+        self._handlers(definition, by_id, known)
+        regular = {i: n for i, n in graph.items() if i not in handlers and i not in triggers}
+        order = self._cycles(regular, by_id)
+        ancestors = _ancestors(order, regular) if order is not None else None
+        for item in located:
+            node = graph.get(item.node.id, item.node)
+            if by_id[item.node.id] is not item:
+                node = item.node  # a duplicate: checked on its own
+            self._type(item)
+            self._node(definition, node, item, known, handlers, ancestors)
+        for raw, path in self.invalid:
+            # A node that failed validation still gets its expressions checked.
+            for key in ("config", "with", "when", "foreach"):
+                if key in raw:
+                    self._expressions(
+                        raw[key],
+                        (*path, key),
+                        definition,
+                        None,
+                        known,
+                        set(),
+                        None,
+                        {"item", "index", "error", "failed_node"},
+                    )
+        self._outputs(definition, known)
+        self._inputs(definition)
+
+    def _edges(self, definition: Definition, known: set[str]) -> None:
+        for k, edge in enumerate(definition.edges or []):
+            for end, name in (("from", edge.source), ("to", edge.target)):
+                if name not in known:
+                    data = self.document.data["edges"][k]
+                    key = end if end in data else ("source" if end == "from" else "target")
+                    self.add(
+                        ("edges", k, key),
+                        f"edge {end} unknown node {name!r}{_suggest(name, known)}",
+                    )
+
+    def _handlers(
+        self, definition: Definition, by_id: dict[str, _Located], known: set[str]
+    ) -> None:
+        for item in by_id.values():
+            node = item.node
+            if node.compensate and node.compensate not in known:
+                self.add(
+                    (*item.path, "compensate"),
+                    f"compensate names unknown node "
+                    f"{node.compensate!r}{_suggest(node.compensate, known)}",
+                )
+            if isinstance(node.on_error, Fallback) and node.on_error.fallback not in known:
+                name = node.on_error.fallback
+                self.add(
+                    (*item.path, "on_error", "fallback"),
+                    f"fallback names unknown node {name!r}{_suggest(name, known)}",
+                )
+            if isinstance(node.on_error, Fallback) and node.on_error.fallback == node.id:
+                self.add((*item.path, "on_error", "fallback"), "a node cannot be its own fallback")
+        for j, name in enumerate(definition.error_handling.on_failure):
+            if name not in known:
+                self.add(
+                    ("error_handling", "on_failure", j),
+                    f"on_failure names unknown node {name!r}{_suggest(name, known)}",
+                )
+        for where, default in (
+            ("defaults", definition.defaults.on_error),
+            ("on_error", definition.on_error),
+        ):
+            if isinstance(default, Fallback) and default.fallback not in known:
+                path: PathKey = ("defaults", "on_error") if where == "defaults" else ("on_error",)
+                self.add(path, f"fallback names unknown node {default.fallback!r}")
+
+    def _cycles(self, graph: dict[str, Node], by_id: dict[str, _Located]) -> list[str] | None:
+        """A topological order of ``graph``, or None after reporting every cycle."""
+        indegree = {i: 0 for i in graph}
+        dependents: dict[str, list[str]] = {i: [] for i in graph}
+        for node_id, node in graph.items():
+            for dep in set(node.depends_on):
+                if dep in graph and dep != node_id:
+                    indegree[node_id] += 1
+                    dependents[dep].append(node_id)
+        ready = [i for i, d in indegree.items() if d == 0]
+        order: list[str] = []
+        while ready:
+            current = ready.pop()
+            order.append(current)
+            for nxt in dependents[current]:
+                indegree[nxt] -= 1
+                if indegree[nxt] == 0:
+                    ready.append(nxt)
+        if len(order) == len(graph):
+            return order
+        left = {i for i, d in indegree.items() if d > 0}
+        for cycle in _cycles_in(left, graph):
+            first = by_id[cycle[0]]
+            self.add((*first.path, "id"), "cycle: " + " → ".join([*cycle, cycle[0]]))
+        return None
+
+    def _type(self, item: _Located) -> None:
+        name = item.node.type
+        if name in WORKFLOW_TYPES or name in TRIGGER_NODE_TYPES:
+            return
+        if self.catalog is None:
+            return
+        if self.catalog.canonical(name) is None:
+            names = [*self.catalog.names(), *WORKFLOW_TYPES]
+            self.add((*item.path, "type"), f"unknown node type {name!r}{_suggest(name, names)}")
+
+    # -- one node ----------------------------------------------------------------------------
+
+    def _node(
+        self,
+        definition: Definition,
+        node: Node,
+        item: _Located,
+        known: set[str],
+        handlers: set[str],
+        ancestors: dict[str, set[str]] | None,
+    ) -> None:
+        path = item.path
+        allowed_extra = set()
+        if node.foreach is not None:
+            allowed_extra |= {"item", "index"}
+        if node.id in handlers:
+            allowed_extra |= {"error", "failed_node"}
+        upstream = ancestors.get(node.id) if ancestors is not None else None
+        config_path = (*path, "with" if (*path, "with") in self.document.keys else "config")
+        self._config(definition, node, config_path, known, handlers, upstream, allowed_extra)
+        if isinstance(node.when, str):
+            self._expressions(
+                node.when,
+                (*path, "when"),
+                definition,
+                node.id,
+                known,
+                handlers,
+                upstream,
+                allowed_extra - {"item", "index"},
+            )
+        if isinstance(node.foreach, str):
+            self._expressions(
+                node.foreach,
+                (*path, "foreach"),
+                definition,
+                node.id,
+                known,
+                handlers,
+                upstream,
+                allowed_extra - {"item", "index"},
+            )
+
+    def _config(
+        self,
+        definition: Definition,
+        node: Node,
+        config_path: PathKey,
+        known: set[str],
+        handlers: set[str],
+        upstream: set[str] | None,
+        allowed_extra: set[str],
+    ) -> None:
+        self._expressions(
+            node.config, config_path, definition, node.id, known, handlers, upstream, allowed_extra
+        )
+        model = self._config_model(node.type)
+        if model is None:
+            return
+        if node.type == "set":
+            for name in node.config:
+                if name not in definition.vars:
+                    self.add(
+                        (*config_path, name),
+                        f"set assigns {name!r}, which is not declared "
+                        f"in vars{_suggest(name, definition.vars)}",
+                        key=True,
+                    )
+            return
+        expression_paths = set(_expression_paths(node.config, ()))
+        try:
+            model.model_validate(node.config)
+        except ValidationError as e:
+            for err in e.errors():
+                loc = _clean_loc(err["loc"])
+                if any(loc[: len(p)] == p for p in expression_paths):
+                    continue
+                if err["type"] == "missing" and _default_expression(model, str(loc[-1])):
+                    continue
+                if err["type"] == "extra_forbidden":
+                    allowed = _fields_at(model, loc[:-1])
+                    self.add(
+                        (*config_path, *loc),
+                        f"unknown config key {loc[-1]!r} for "
+                        f"{node.type}{_suggest(str(loc[-1]), allowed)}",
+                        key=True,
+                    )
+                elif err["type"] == "missing":
+                    self.add(
+                        config_path if node.config else config_path[:-1],
+                        f"{node.type} needs config {_where(loc)}",
+                    )
+                else:
+                    message = err["msg"].removeprefix("Value error, ")
+                    where = _where(loc)
+                    self.add(
+                        (*config_path, *loc),
+                        f"config {where}: {message}" if where else f"config: {message}",
+                    )
+        for name in _missing_defaults(model, node.config):
+            expression = _default_expression(model, name) or ""
+            if "upstream" in expression and len(node.depends_on) != 1:
+                self.add(
+                    config_path if node.config else config_path[:-1],
+                    f"{node.type} needs config {name!r}: it defaults to the output of the "
+                    f"node's only dependency, but {node.id!r} has "
+                    f"{len(node.depends_on)}",
+                )
+
+    def _config_model(self, type_name: str) -> type[BaseModel] | None:
+        if type_name in WORKFLOW_TYPE_CONFIGS:
+            return WORKFLOW_TYPE_CONFIGS[type_name]
+        if self.catalog is None:
+            return None
+        return self.catalog.config_model(type_name)
+
+    def _expressions(
+        self,
+        value: Any,
+        path: PathKey,
+        definition: Definition,
+        node_id: str | None,
+        known: set[str],
+        handlers: set[str],
+        upstream: set[str] | None,
+        allowed_extra: set[str],
+    ) -> None:
+        for sub_path, text in _strings(value, path):
+            try:
+                compiled = compile_string(text)
+            except ExpressionError as e:
+                self.add(sub_path, e.message, offset=e.offset)
+                continue
+            if not isinstance(compiled, Template):
+                continue
+            for expression in iter_expressions(compiled):
+                self._references(
+                    expression,
+                    sub_path,
+                    definition,
+                    node_id,
+                    known,
+                    handlers,
+                    upstream,
+                    allowed_extra,
+                )
+
+    def _references(
+        self,
+        expression: Expression,
+        path: PathKey,
+        definition: Definition,
+        node_id: str | None,
+        known: set[str],
+        handlers: set[str],
+        upstream: set[str] | None,
+        allowed_extra: set[str],
+    ) -> None:
+        refs = expression.references
+        at = expression.offset
+        for root in sorted(refs.roots & {"item", "index", "error", "failed_node"} - allowed_extra):
+            why = (
+                "only a foreach node has item and index"
+                if root in ("item", "index")
+                else "only a handler (fallback, compensate, on_failure) sees error"
+            )
+            self.add(path, f"{root!r} is not defined here: {why}", offset=at)
+        for name in sorted(refs.nodes):
+            if name not in known:
+                self.add(
+                    path, f"unknown node {name!r} in expression{_suggest(name, known)}", offset=at
+                )
+            elif (
+                node_id is not None
+                and upstream is not None
+                and node_id not in handlers
+                and name not in upstream
+                and name != node_id
+            ):
+                self.add(
+                    path,
+                    f"{node_id!r} reads nodes.{name}, which is not upstream of it: "
+                    f"add {name!r} to depends_on",
+                    offset=at,
+                )
+        if definition.inputs:
+            for name in sorted(refs.inputs - set(definition.inputs)):
+                self.add(
+                    path, f"unknown input {name!r}{_suggest(name, definition.inputs)}", offset=at
+                )
+        for name in sorted(refs.vars - set(definition.vars)):
+            self.add(path, f"unknown var {name!r}{_suggest(name, definition.vars)}", offset=at)
+
+    def _outputs(self, definition: Definition, known: set[str]) -> None:
+        self._expressions(
+            definition.outputs, ("outputs",), definition, None, known, set(), None, set()
+        )
+
+    def _inputs(self, definition: Definition) -> None:
+        from interpreter.inputs import input_type_error
+
+        for name, spec in definition.inputs.items():
+            if spec.default is not None:
+                problem = input_type_error(spec, spec.default)
+                if problem:
+                    self.add(("inputs", name, "default"), f"default of input {name!r} {problem}")
+
+
+def _raw_ids(data: dict[str, Any]) -> set[str]:
+    ids: set[str] = set()
+    for key in _GRAPH_KEYS:
+        items = data.get(key)
+        if isinstance(items, list):
+            ids.update(
+                i["id"] for i in items if isinstance(i, dict) and isinstance(i.get("id"), str)
+            )
+    return ids
+
+
+def check(
+    document: Document, catalog: NodeCatalog | None = None
+) -> tuple[Definition | None, list[Problem]]:
+    """Validate a parsed document: the definition (None if broken) and every problem found."""
+    checker = _Checker(document, catalog)
+    checker.problems.extend(document.problems)
+    definition = checker.run() if not document.problems else None
+    if definition is not None and not checker.problems:
+        definition = normalize(definition, catalog)
+    return definition, sorted(set(checker.problems))
+
+
+def normalize(definition: Definition, catalog: NodeCatalog | None = None) -> Definition:
+    """Make node types canonical and fill config fields that default to an expression."""
+    spelling = definition.spelling
+    graph = {n.id: n for n in definition.graph()}
+    nodes = []
+    for node in definition.raw_nodes():
+        canonical = _canonical(node.type, catalog)
+        update: dict[str, Any] = {"type": canonical}
+        model = None if catalog is None else catalog.config_model(canonical)
+        if model is not None and canonical not in WORKFLOW_TYPES:
+            missing = _missing_defaults(model, node.config)
+            if missing:
+                deps = graph[node.id].depends_on if node.id in graph else []
+                config = dict(node.config)
+                for name in missing:
+                    expression = _default_expression(model, name) or ""
+                    if len(deps) == 1:
+                        expression = expression.replace("upstream", f"nodes.{deps[0]}")
+                    config[name] = expression
+                update["config"] = config
+        nodes.append(node.model_copy(update=update))
+    return definition.model_copy(update={spelling: nodes})
+
+
+def _canonical(name: str, catalog: NodeCatalog | None) -> str:
+    if catalog is not None:
+        found = catalog.canonical(name)
+        if found:
+            return found
+    return canonical_type(name)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _clean_loc(loc: Iterable[Any]) -> tuple[str | int, ...]:
+    """A pydantic error location without union/tag segments (``function-after[...]``, tags)."""
+    out: list[str | int] = []
+    for part in loc:
+        if isinstance(part, str) and ("[" in part or part in _UNION_TAGS):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+_UNION_TAGS = frozenset(
+    {"manual", "api", "schedule", "document_upload", "event", "Fallback", "str", "bool", "list"}
+)
+
+
+def _where(loc: tuple[str | int, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _suggest(name: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """Field names (and aliases) of the model found at ``loc`` under ``model``."""
+    current: Any = model
+    for part in loc:
+        current = _step(current, part)
+        if current is None:
+            return []
+    names: list[str] = []
+    for candidate in _models_in(current):
+        for fname, info in candidate.model_fields.items():
+            names.append(fname)
+            alias = info.validation_alias
+            if alias is not None and hasattr(alias, "choices"):
+                names.extend(str(c) for c in alias.choices)
+    return names
+
+
+def _step(annotation: Any, part: str | int) -> Any:
+    for candidate in _unwrap(annotation):
+        if (
+            isinstance(candidate, type)
+            and issubclass(candidate, BaseModel)
+            and isinstance(part, str)
+        ):
+            for fname, info in candidate.model_fields.items():
+                alias = info.validation_alias
+                choices = list(getattr(alias, "choices", []) or [])
+                if part == fname or part in choices:
+                    return info.annotation
+        origin = typing.get_origin(candidate)
+        args = typing.get_args(candidate)
+        if origin is list and isinstance(part, int) and args:
+            return args[0]
+        if origin is dict and args:
+            return args[1]
+    return None
+
+
+def _unwrap(annotation: Any) -> list[Any]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [u for a in typing.get_args(annotation) for u in _unwrap(a)]
+    return [annotation]
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    return [a for a in _unwrap(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+
+
+def _strings(value: Any, path: PathKey) -> Iterator[tuple[PathKey, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, (*path, i))
+
+
+def _expression_paths(value: Any, path: PathKey) -> Iterator[PathKey]:
+    for sub_path, text in _strings(value, path):
+        if "${{" in text:
+            yield sub_path
+
+
+def _default_expression(model: type[BaseModel], name: str) -> str | None:
+    info = model.model_fields.get(name)
+    extra = info.json_schema_extra if info is not None else None
+    if isinstance(extra, dict):
+        found = extra.get(DEFAULT_EXPRESSION)
+        return found if isinstance(found, str) else None
+    return None
+
+
+def _missing_defaults(model: type[BaseModel], config: dict[str, Any]) -> list[str]:
+    out = []
+    for name, info in model.model_fields.items():
+        if _default_expression(model, name) is None:
+            continue
+        aliases = list(getattr(info.validation_alias, "choices", []) or [])
+        if name not in config and not any(a in config for a in aliases):
+            out.append(name)
+    return out
+
+
+def _ancestors(order: list[str], graph: dict[str, Node]) -> dict[str, set[str]]:
+    """Every node's transitive dependencies (bit sets over the topological order)."""
+    bit = {node_id: 1 << i for i, node_id in enumerate(order)}
+    masks: dict[str, int] = {}
+    for node_id in order:
+        mask = 0
+        for dep in graph[node_id].depends_on:
+            if dep in masks:
+                mask |= masks[dep] | bit[dep]
+        masks[node_id] = mask
+    out: dict[str, set[str]] = {}
+    for node_id, mask in masks.items():
+        out[node_id] = {other for other in order if mask & bit[other]} if mask else set()
+    return out
+
+
+def _cycles_in(nodes: set[str], graph: dict[str, Node]) -> list[list[str]]:
+    """The cycles among ``nodes`` (strongly connected components, Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    result: list[list[str]] = []
+    counter = 0
+    for start in sorted(nodes):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(d for d in graph[start].depends_on if d in nodes)))]
+        index[start] = low[start] = counter
+        counter += 1
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            current, children = work[-1]
+            advanced = False
+            for child in children:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append(
+                        (child, iter(sorted(d for d in graph[child].depends_on if d in nodes)))
+                    )
+                    advanced = True
+                    break
+                if child in on_stack:
+                    low[current] = min(low[current], index[child])
+            if advanced:
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[current])
+            if low[current] == index[current]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == current:
+                        break
+                if len(component) > 1:
+                    # Dependencies point backwards; print the cycle in execution order.
+                    result.append(list(reversed(_order_cycle(component, graph))))
+    return result
+
+
+def _order_cycle(component: list[str], graph: dict[str, Node]) -> list[str]:
+    members = set(component)
+    start = min(component)
+    cycle = [start]
+    current = start
+    while True:
+        nxt = next(d for d in sorted(graph[current].depends_on) if d in members)
+        if nxt == start or nxt in cycle:
+            break
+        cycle.append(nxt)
+        current = nxt
+    return cycle
+
+
+__all__ = ["BUILTIN_ALIASES", "DefinitionError", "NodeCatalog", "check", "normalize"]

@@ -1,0 +1,844 @@
+"""``TideflowWorkflow``: the one Temporal workflow type, a thin shell around the scheduler.
+
+The shell turns the scheduler's decisions into Temporal commands (an activity per activity node,
+a timer for ``wait``, a child workflow for ``workflow``) and feeds results, signals and updates
+back as events. Everything here is deterministic: the definition travels in the input, time
+comes from ``workflow.now()``, and expressions are pure CEL.
+
+A plain activity node costs exactly what a hand-written workflow's activity costs in history
+(scheduled, started, completed): no markers, side effects or search-attribute upserts per node.
+``TideflowStatus`` is upserted only when a run enters a state Temporal's own execution status
+cannot show (paused, waiting, needs_attention), and from then on until the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    FailureError,
+    RetryState,
+    TimeoutError,
+)
+
+with workflow.unsafe.imports_passed_through():
+    from interpreter import load_data
+    from interpreter.control import (
+        Approve,
+        ControlAnswer,
+        Event,
+        RetryNode,
+        RunInput,
+        SetVars,
+        SkipNode,
+    )
+    from interpreter.expressions import ExpressionError, evaluate, truthy
+    from interpreter.inputs import InputError, resolve_inputs
+    from interpreter.model import Definition, Fallback, RetrySpec
+    from interpreter.node_io import NodeInput, NodeResult, RunInfo
+    from interpreter.node_types import WORKFLOW_TYPE_CONFIGS, ApprovalConfig, WaitForEventConfig
+    from interpreter.plan import Plan, PlanNode, compile_plan
+    from interpreter.report import (
+        DefinitionRef,
+        NodeReport,
+        RunReport,
+        RunState,
+        RunUsage,
+        Transition,
+    )
+    from interpreter.scheduler import ENDED, GraphNode, NodeStatus, Scheduler
+    from interpreter.validate import DefinitionError
+
+WORKFLOW_NAME = "TideflowWorkflow"
+STATUS_KEY = SearchAttributeKey.for_keyword("TideflowStatus")
+DEFINITION_KEY = SearchAttributeKey.for_keyword("TideflowDefinition")
+VERSION_KEY = SearchAttributeKey.for_keyword("TideflowVersion")
+MAX_IN_FLIGHT = 500
+"""Nodes of one run running at once; the rest wait their turn (Temporal caps pending
+activities per workflow at 2,000 by default)."""
+RUN_FAILED = "TideflowRunFailed"
+"""Failure type of a failed run; its first detail is the run report."""
+
+
+class NodeFailure(Exception):
+    """A node ended in failure after its retries (or could not start: bad expression)."""
+
+    def __init__(self, message: str, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.attempts = attempts
+
+
+class _ApprovalState:
+    def __init__(self) -> None:
+        self.answer: Approve | None = None
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class TideflowWorkflow:
+    """Runs one Tideflow definition: the input carries the definition and the run's inputs."""
+
+    @workflow.init
+    def __init__(self, input: RunInput) -> None:
+        self._problem: str | None = None
+        self._problem_type = "InvalidDefinition"
+        self._definition: Definition | None = None
+        self._plan: Plan | None = None
+        self._inputs: dict[str, Any] = {}
+        self._vars: dict[str, Any] = {}
+        nodes: list[GraphNode] = []
+        try:
+            self._definition = load_data(input.definition, "<workflow input>")
+            self._plan = compile_plan(self._definition)
+            self._vars = dict(self._definition.vars)
+            nodes = [
+                GraphNode(n.id, n.depends_on, "any" if n.join == "any" else "all", n.handler)
+                for n in self._plan.nodes.values()
+            ]
+            self._inputs = resolve_inputs(self._definition, input.inputs)
+        except DefinitionError as e:
+            self._problem = "invalid definition:\n" + "\n".join(str(p) for p in e.problems)
+        except InputError as e:
+            self._problem_type = "InvalidInputs"
+            self._problem = "invalid inputs: " + "; ".join(e.problems)
+        self._scheduler = Scheduler(nodes)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._fatal: str | None = None
+        self._fatal_node: str | None = None
+        self._compensations: list[str] = []
+        self._waiting: dict[str, str] = {}
+        self._events: list[Event] = []
+        self._approvals: dict[str, _ApprovalState] = {}
+        self._reruns: dict[str, int] = {}
+        self._status = "running"
+        self._status_upserted = False
+        self._info = workflow.info()
+
+    # -- the run ---------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: RunInput) -> RunReport:
+        """Run the graph to the end; a failed run raises with the report as failure detail."""
+        if self._problem is not None or self._plan is None:
+            problem = self._problem or "invalid definition"
+            raise ApplicationError(problem, type=self._problem_type, non_retryable=True)
+        self._scheduler.start(self._now())
+        self._launch_ready()
+        try:
+            await workflow.wait_condition(
+                lambda: self._fatal is not None or self._scheduler.finished
+            )
+        except asyncio.CancelledError:
+            await self._wind_down("run cancelled")
+            self._set_status("cancelled")
+            raise
+        if self._fatal is not None:
+            await self._wind_down(self._fatal)
+            return self._fail(self._fatal)
+        try:
+            outputs = self._outputs()
+        except ExpressionError as e:
+            return self._fail(f"outputs: {e.message}")
+        self._set_status("completed")
+        return self._report("completed", outputs=outputs)
+
+    def _fail(self, error: str) -> RunReport:
+        self._set_status("failed")
+        report = self._report("failed", error=error)
+        raise ApplicationError(error, report, type=RUN_FAILED, non_retryable=True)
+
+    async def _wind_down(self, error: str) -> None:
+        """Stop what runs, then compensate (newest first) and run the on_failure handlers."""
+        for task in list(self._tasks.values()):
+            if not task.done():
+                task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        now = self._now()
+        for node_id in self._scheduler.pending_nodes():
+            if self._scheduler.status(node_id) in (NodeStatus.READY, NodeStatus.NEEDS_ATTENTION):
+                self._scheduler.node_cancelled(node_id, now)
+        failed_node = self._fatal_node
+        for node_id in reversed(self._compensations):
+            handler = self._plan_node(node_id).compensate
+            if handler:
+                await self._invoke_handler(handler, error, node_id)
+        assert self._plan is not None
+        for handler in self._plan.on_failure:
+            await self._invoke_handler(handler, error, failed_node)
+
+    # -- scheduling ----------------------------------------------------------------------------
+
+    def _launch_ready(self) -> None:
+        if self._fatal is not None:
+            return
+        room = MAX_IN_FLIGHT - len(self._tasks)
+        if room > 0:
+            for node_id in self._scheduler.take_ready(room):
+                self._tasks[node_id] = asyncio.create_task(self._run_node(node_id))
+        self._refresh_status()
+
+    async def _run_node(self, node_id: str) -> None:
+        node = self._plan_node(node_id)
+        try:
+            scope = self._scope(node)
+            if node.when is not None and not isinstance(node.when, bool):
+                run_it = truthy(evaluate(node.when, scope))
+            else:
+                run_it = node.when is not False
+            if not run_it:
+                self._scheduler.skip_now(node_id, self._now(), reason="when is false")
+                return
+            self._scheduler.node_started(node_id, self._now())
+            output, attempts, usage = await self._execute(node, scope)
+            self._scheduler.node_completed(
+                node_id, self._now(), output, attempts=attempts, usage=usage
+            )
+            if node.compensate:
+                self._compensations.append(node_id)
+        except asyncio.CancelledError:
+            self._scheduler.node_cancelled(node_id, self._now())
+        except _SkipNode as e:
+            self._scheduler.skip_now(node_id, self._now(), reason=str(e))
+        except ExpressionError as e:
+            await self._node_failed(node, NodeFailure(f"node {node_id!r}: {e.message}"))
+        except NodeFailure as e:
+            await self._node_failed(node, e)
+        finally:
+            self._tasks.pop(node_id, None)
+            self._launch_ready()
+
+    async def _node_failed(self, node: PlanNode, failure: NodeFailure) -> None:
+        now = self._now()
+        on_error = node.on_error
+        if on_error == "continue":
+            self._scheduler.node_failed(
+                node.id, now, failure.message, mode="continue", attempts=failure.attempts
+            )
+        elif on_error == "pause":
+            self._scheduler.node_failed(
+                node.id, now, failure.message, mode="pause", attempts=failure.attempts
+            )
+        elif isinstance(on_error, Fallback):
+            try:
+                output = await self._invoke_handler(on_error.fallback, failure.message, node.id)
+            except NodeFailure as e:
+                self._scheduler.node_failed(
+                    node.id, self._now(), failure.message, mode="fail", attempts=failure.attempts
+                )
+                self._set_fatal(node.id, f"{failure.message}; fallback failed: {e.message}")
+                return
+            self._scheduler.node_failed(
+                node.id,
+                self._now(),
+                failure.message,
+                mode="handled",
+                attempts=failure.attempts,
+                output=output,
+            )
+        else:
+            self._scheduler.node_failed(
+                node.id, now, failure.message, mode="fail", attempts=failure.attempts
+            )
+            self._set_fatal(node.id, failure.message)
+
+    def _set_fatal(self, node_id: str, message: str) -> None:
+        if self._fatal is None:
+            self._fatal = message
+            self._fatal_node = node_id
+
+    async def _invoke_handler(self, handler_id: str, error: str, failed_node: str | None) -> Any:
+        """Run a handler node once; raise NodeFailure if it fails. Compensation and on_failure
+        failures are recorded on the handler and do not stop the other handlers."""
+        node = self._plan_node(handler_id)
+        scope = self._scope(node, error=error, failed_node=failed_node)
+        self._scheduler.node_started(handler_id, self._now())
+        try:
+            output, attempts, usage = await self._execute(node, scope)
+        except (NodeFailure, ExpressionError) as e:
+            message = e.message
+            self._scheduler.node_failed(handler_id, self._now(), message, mode="fail")
+            if failed_node is not None and self._fatal is None:
+                raise NodeFailure(message) from None
+            return None
+        self._scheduler.node_completed(
+            handler_id, self._now(), output, attempts=attempts, usage=usage
+        )
+        return output
+
+    # -- executing one node ----------------------------------------------------------------------
+
+    async def _execute(
+        self, node: PlanNode, scope: dict[str, Any]
+    ) -> tuple[Any, int, dict[str, Any] | None]:
+        """Run a node (every item of a foreach): its output, attempts and AI usage."""
+        if node.foreach is None:
+            return await self._execute_once(node, scope, node.id)
+        items = evaluate(node.foreach, scope)
+        if not isinstance(items, list):
+            raise NodeFailure(
+                f"node {node.id!r}: foreach must give a list, got {type(items).__name__}"
+            )
+        limit = asyncio.Semaphore(node.concurrency or len(items) or 1)
+        usage_total: dict[str, Any] | None = None
+        attempts = 0
+
+        async def one(index: int, item: Any) -> Any:
+            nonlocal usage_total, attempts
+            async with limit:
+                item_scope = {**scope, "item": item, "index": index}
+                output, tries, usage = await self._execute_once(
+                    node, item_scope, f"{node.id}[{index}]"
+                )
+                attempts = max(attempts, tries)
+                usage_total = _add_usage(usage_total, usage)
+                return output
+
+        outputs = await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
+        return list(outputs), attempts, usage_total
+
+    async def _execute_once(
+        self, node: PlanNode, scope: dict[str, Any], label: str
+    ) -> tuple[Any, int, dict[str, Any] | None]:
+        if node.in_workflow:
+            return await self._in_workflow(node, scope, label), 1, None
+        config = evaluate(node.config, scope)
+        run_info = RunInfo(
+            workflow_id=self._info.workflow_id,
+            run_id=self._info.run_id,
+            definition=self._definition_name,
+            version=self._definition_version,
+        )
+        node_input = NodeInput(
+            node_id=label,
+            node_type=node.type,
+            config=config,
+            run=run_info,
+            scope=self._full_scope(scope) if node.scoped else None,
+            cache_ttl_seconds=node.cache_ttl,
+        )
+        rerun = self._reruns.get(node.id, 0)
+        try:
+            result = await workflow.execute_activity(
+                node.type,
+                node_input,
+                result_type=NodeResult,
+                activity_id=label if not rerun else f"{label}~{rerun}",
+                summary=node.summary if label == node.id else f"{node.summary} {label}",
+                task_queue=node.task_queue,
+                start_to_close_timeout=timedelta(seconds=node.timeout),
+                heartbeat_timeout=(
+                    timedelta(seconds=node.heartbeat_timeout) if node.heartbeat_timeout else None
+                ),
+                retry_policy=_retry_policy(node.retry),
+            )
+        except ActivityError as e:
+            raise NodeFailure(_activity_message(label, node, e), _attempts(e, node.retry)) from None
+        usage = result.usage.model_dump() if result.usage else None
+        return result.output, result.attempt, usage
+
+    async def _in_workflow(self, node: PlanNode, scope: dict[str, Any], label: str) -> Any:
+        kind = node.type
+        config = evaluate(node.config, scope)
+        model = WORKFLOW_TYPE_CONFIGS[kind]
+        try:
+            parsed = model.model_validate(config)
+        except Exception as e:  # pydantic ValidationError after expressions were evaluated
+            raise NodeFailure(f"node {label!r} ({kind}): bad config: {e}") from None
+        if kind == "set":
+            return self._set(node, config)
+        if kind == "fail":
+            raise NodeFailure(f"node {label!r}: {config.get('message', 'failed by a fail node')}")
+        if kind == "input":
+            missing = [f for f in config.get("required_fields", []) if f not in self._inputs]
+            if missing:
+                raise NodeFailure(f"node {label!r}: missing required input(s) {', '.join(missing)}")
+            return {name: self._inputs[name] for name in config.get("required_fields", [])}
+        if kind == "wait":
+            return await self._wait(node, parsed)
+        if kind == "wait_for_event":
+            assert isinstance(parsed, WaitForEventConfig)
+            return await self._wait_for_event(node, parsed)
+        if kind == "approval":
+            assert isinstance(parsed, ApprovalConfig)
+            return await self._approval(node, parsed)
+        if kind == "workflow":
+            return await self._child(node, config, label)
+        raise NodeFailure(f"node {label!r}: type {kind!r} cannot run inside the workflow")
+
+    def _set(self, node: PlanNode, values: dict[str, Any]) -> dict[str, Any]:
+        for name, value in values.items():
+            problem = _var_type_problem(self._definition_vars, name, value)
+            if problem:
+                raise NodeFailure(f"node {node.id!r}: {problem}")
+        self._vars.update(values)
+        return values
+
+    async def _wait(self, node: PlanNode, config: Any) -> dict[str, Any]:
+        if config.duration is not None:
+            seconds = float(config.duration)
+        else:
+            try:
+                until = datetime.fromisoformat(str(config.until).replace("Z", "+00:00"))
+            except ValueError:
+                raise NodeFailure(
+                    f"node {node.id!r}: until {config.until!r} is not an ISO 8601 time"
+                ) from None
+            if until.tzinfo is None:
+                until = until.replace(tzinfo=UTC)
+            seconds = (until - workflow.now()).total_seconds()
+        if seconds > 0:
+            with self._waiting_on(node.id, "timer"):
+                await workflow.sleep(seconds)
+        return {"waited_seconds": max(seconds, 0.0)}
+
+    async def _wait_for_event(self, node: PlanNode, config: WaitForEventConfig) -> Any:
+        def match() -> Event | None:
+            for event in self._events:
+                if event.name == config.event and (
+                    config.correlation is None or event.correlation == config.correlation
+                ):
+                    return event
+            return None
+
+        with self._waiting_on(node.id, f"event:{config.event}"):
+            try:
+                await workflow.wait_condition(lambda: match() is not None, timeout=config.timeout)
+            except builtins.TimeoutError:
+                return self._timed_out(node, config.on_timeout, f"event {config.event!r}")
+        event = match()
+        assert event is not None
+        self._events.remove(event)
+        return {"name": event.name, "payload": event.payload, "correlation": event.correlation}
+
+    async def _approval(self, node: PlanNode, config: ApprovalConfig) -> Any:
+        state = self._approvals.setdefault(node.id, _ApprovalState())
+        state.answer = None
+        with self._waiting_on(node.id, "approval"):
+            try:
+                await workflow.wait_condition(
+                    lambda: state.answer is not None, timeout=config.timeout
+                )
+            except builtins.TimeoutError:
+                if config.on_timeout in ("approve", "reject"):
+                    state.answer = Approve(
+                        node=node.id,
+                        approved=config.on_timeout == "approve",
+                        comment="no answer before the timeout",
+                    )
+                else:
+                    return self._timed_out(node, "fail", "approval")
+        answer = state.answer
+        assert answer is not None
+        output = {"approved": answer.approved, "comment": answer.comment, "by": answer.by}
+        if not answer.approved and config.on_reject == "fail":
+            reason = f": {answer.comment}" if answer.comment else ""
+            raise NodeFailure(f"node {node.id!r}: rejected{reason}")
+        return output
+
+    def _timed_out(self, node: PlanNode, on_timeout: str, what: str) -> Any:
+        if on_timeout == "continue":
+            return None
+        if on_timeout == "skip":
+            raise _SkipNode(f"timed out waiting for {what}")
+        raise NodeFailure(f"node {node.id!r}: timed out waiting for {what}")
+
+    async def _child(self, node: PlanNode, config: dict[str, Any], label: str) -> Any:
+        definition = config.get("definition")
+        if not isinstance(definition, dict):
+            raise NodeFailure(f"node {label!r}: the child definition was not inlined")
+        try:
+            report = await workflow.execute_child_workflow(
+                WORKFLOW_NAME,
+                RunInput(definition=definition, inputs=config.get("inputs") or {}),
+                id=f"{self._info.workflow_id}-{label}",
+                task_queue=config.get("task_queue") or node.task_queue or self._info.task_queue,
+                result_type=RunReport,
+                static_summary=f"{node.summary} (child of {self._info.workflow_id})",
+            )
+        except ChildWorkflowError as e:
+            cause = e.cause
+            message = cause.message if isinstance(cause, FailureError) else str(e)
+            raise NodeFailure(f"node {label!r}: child run failed: {message}") from None
+        return {
+            "workflow_id": report.workflow_id,
+            "status": report.status,
+            "outputs": report.outputs,
+        }
+
+    # -- signals, updates, queries ----------------------------------------------------------------
+
+    @workflow.signal
+    def pause(self) -> None:
+        """Start nothing new until resumed; running nodes finish, timers keep counting."""
+        self._scheduler.pause(self._now())
+        self._refresh_status()
+
+    @workflow.signal
+    def resume(self) -> None:
+        """Start the nodes that became ready while paused."""
+        self._scheduler.resume(self._now())
+        self._launch_ready()
+
+    @workflow.signal
+    def event(self, event: Event) -> None:
+        """Deliver an event to a waiting (or later) ``wait_for_event`` node."""
+        self._events.append(event)
+
+    @workflow.update
+    def skip_node(self, request: SkipNode) -> ControlAnswer:
+        """Skip a pending or failed node; downstream nodes see ``output`` if given."""
+        self._scheduler.skip(request.node, self._now(), request.output)
+        self._launch_ready()
+        return ControlAnswer(node=request.node, status=self._scheduler.status(request.node).value)
+
+    @skip_node.validator
+    def _validate_skip(self, request: SkipNode) -> None:
+        _reject_if(self._scheduler.skip_problem(request.node) if self._plan else "no graph")
+
+    @workflow.update
+    def retry_node(self, request: RetryNode) -> ControlAnswer:
+        """Run a node that needs attention again; the graph resumes from it."""
+        self._reruns[request.node] = self._reruns.get(request.node, 0) + 1
+        self._scheduler.retry(request.node, self._now())
+        self._launch_ready()
+        return ControlAnswer(node=request.node, status=self._scheduler.status(request.node).value)
+
+    @retry_node.validator
+    def _validate_retry(self, request: RetryNode) -> None:
+        _reject_if(self._scheduler.retry_problem(request.node) if self._plan else "no graph")
+
+    @workflow.update
+    def set_vars(self, request: SetVars) -> ControlAnswer:
+        """Change vars; later ``when`` conditions and configs see the new values."""
+        self._vars.update(request.values)
+        return ControlAnswer(message=f"set {', '.join(sorted(request.values))}")
+
+    @set_vars.validator
+    def _validate_set_vars(self, request: SetVars) -> None:
+        if not request.values:
+            raise ValueError("no values given")
+        for name, value in request.values.items():
+            _reject_if(_var_type_problem(self._definition_vars, name, value))
+
+    @workflow.update
+    def approve(self, request: Approve) -> ControlAnswer:
+        """Approve or reject a waiting approval node."""
+        self._approvals[request.node].answer = request
+        return ControlAnswer(
+            node=request.node, message="approved" if request.approved else "rejected"
+        )
+
+    @approve.validator
+    def _validate_approve(self, request: Approve) -> None:
+        if self._plan is None or request.node not in self._plan.nodes:
+            raise ValueError(f"unknown node {request.node!r}")
+        if self._plan.nodes[request.node].type != "approval":
+            raise ValueError(f"{request.node!r} is not an approval node")
+        state = self._approvals.get(request.node)
+        if self._waiting.get(request.node) != "approval" or state is None or state.answer:
+            raise ValueError(f"{request.node!r} is not waiting for an approval")
+
+    @workflow.query
+    def state(self) -> RunState:
+        """The run's live state: status, per-node status and attempts, vars, history."""
+        scheduler = self._scheduler
+        return RunState(
+            status=self._status,
+            nodes={i: s.status.value for i, s in scheduler.states.items()},
+            attempts={i: s.attempts for i, s in scheduler.states.items() if s.attempts},
+            running=sorted(scheduler.active),
+            needs_attention=sorted(scheduler.needs_attention),
+            waiting=dict(self._waiting),
+            vars=self._vars,
+            paused=scheduler.paused,
+            history=[Transition(**t.__dict__) for t in scheduler.history],
+            error=self._fatal,
+        )
+
+    @workflow.query
+    def report(self) -> RunReport:
+        """The run report so far (final once the run has ended)."""
+        return self._report(self._status, error=self._fatal)
+
+    # -- status, search attributes and Web UI details ------------------------------------------
+
+    def _refresh_status(self) -> None:
+        scheduler = self._scheduler
+        if self._fatal is not None or self._status in ("completed", "failed", "cancelled"):
+            return
+        if scheduler.paused:
+            status = "paused"
+        elif scheduler.needs_attention:
+            status = "needs_attention"
+        elif self._waiting and len(self._waiting) == len(scheduler.active):
+            status = "waiting"
+        else:
+            status = "running"
+        self._set_status(status)
+        self._set_details()
+
+    def _set_status(self, status: str) -> None:
+        if status == self._status:
+            return
+        self._status = status
+        # Plain runs never upsert (no extra history events); once a run has shown a state
+        # that ExecutionStatus cannot express, TideflowStatus is kept current to the end.
+        if self._status_upserted or status in ("paused", "waiting", "needs_attention"):
+            workflow.upsert_search_attributes([STATUS_KEY.value_set(status)])
+            self._status_upserted = True
+
+    def _set_details(self) -> None:
+        scheduler = self._scheduler
+        counts: dict[str, int] = {}
+        for name in ("completed", "failed", "skipped"):
+            counts[name] = scheduler.count(NodeStatus(name))
+        total = len(scheduler.states)
+        running = sorted(scheduler.active)
+        lines = [
+            f"**{self._status}** · {sum(counts.values())}/{total} nodes ended "
+            f"({counts['completed']} completed, {counts['failed']} failed, "
+            f"{counts['skipped']} skipped)"
+        ]
+        if running:
+            shown = ", ".join(f"`{n}`" for n in running[:8])
+            more = f" and {len(running) - 8} more" if len(running) > 8 else ""
+            lines.append(f"running: {shown}{more}")
+        if scheduler.needs_attention:
+            lines.append(
+                "needs attention: " + ", ".join(f"`{n}`" for n in sorted(scheduler.needs_attention))
+            )
+        if self._waiting:
+            lines.append(
+                "waiting: " + ", ".join(f"`{n}` ({w})" for n, w in sorted(self._waiting.items()))
+            )
+        workflow.set_current_details("\n\n".join(lines))
+
+    class _Waiting:
+        def __init__(self, owner: TideflowWorkflow, node_id: str, what: str) -> None:
+            self.owner, self.node_id, self.what = owner, node_id, what
+
+        def __enter__(self) -> None:
+            self.owner._waiting[self.node_id] = self.what
+            self.owner._scheduler.node_waiting(self.node_id, self.owner._now(), True)
+            self.owner._refresh_status()
+
+        def __exit__(self, *exc: object) -> None:
+            self.owner._waiting.pop(self.node_id, None)
+            if self.owner._scheduler.status(self.node_id) == NodeStatus.WAITING:
+                self.owner._scheduler.node_waiting(self.node_id, self.owner._now(), False)
+            self.owner._refresh_status()
+
+    def _waiting_on(self, node_id: str, what: str) -> TideflowWorkflow._Waiting:
+        return TideflowWorkflow._Waiting(self, node_id, what)
+
+    # -- scope and report ----------------------------------------------------------------------
+
+    def _scope(
+        self, node: PlanNode, *, error: str | None = None, failed_node: str | None = None
+    ) -> dict[str, Any]:
+        """What the node's expressions may read; only the nodes they name are included."""
+        refs = node.references
+        ids = self._scheduler.states if refs.all_nodes else refs.nodes
+        scope: dict[str, Any] = {
+            "inputs": self._inputs,
+            "vars": self._vars,
+            "nodes": {i: self._node_view(i) for i in ids if i in self._scheduler.states},
+            "run": self._run_view(),
+        }
+        if node.handler:
+            scope["error"] = error
+            scope["failed_node"] = failed_node
+        return scope
+
+    def _full_scope(self, scope: dict[str, Any]) -> dict[str, Any]:
+        """The scope of nodes that run user code: every node that has ended is visible."""
+        views = {
+            node_id: self._node_view(node_id)
+            for node_id, state in self._scheduler.states.items()
+            if state.status in ENDED
+        }
+        return {**scope, "nodes": views}
+
+    def _node_view(self, node_id: str) -> dict[str, Any]:
+        state = self._scheduler.states[node_id]
+        return {
+            "output": state.output,
+            "status": state.status.value,
+            "error": state.error,
+            "attempts": state.attempts,
+        }
+
+    def _run_view(self) -> dict[str, Any]:
+        return {
+            "id": self._info.workflow_id,
+            "run_id": self._info.run_id,
+            "started_at": _iso(self._info.start_time),
+            "definition": self._definition_name,
+            "version": self._definition_version,
+        }
+
+    def _outputs(self) -> dict[str, Any]:
+        assert self._plan is not None
+        refs = self._plan.outputs_references
+        ids = self._scheduler.states if refs.all_nodes else refs.nodes
+        scope = {
+            "inputs": self._inputs,
+            "vars": self._vars,
+            "nodes": {i: self._node_view(i) for i in ids if i in self._scheduler.states},
+            "run": self._run_view(),
+        }
+        outputs = evaluate(self._plan.outputs, scope)
+        return outputs if isinstance(outputs, dict) else {}
+
+    def _report(
+        self, status: str, *, outputs: dict[str, Any] | None = None, error: str | None = None
+    ) -> RunReport:
+        usage = RunUsage()
+        nodes: dict[str, NodeReport] = {}
+        for node_id, state in self._scheduler.states.items():
+            nodes[node_id] = NodeReport(
+                status=state.status.value,
+                attempts=state.attempts,
+                started_at=state.started_at,
+                ended_at=state.ended_at,
+                output=state.output,
+                error=state.error,
+                usage=state.usage,
+            )
+            if state.usage:
+                usage.prompt_tokens += int(state.usage.get("prompt_tokens") or 0)
+                usage.completion_tokens += int(state.usage.get("completion_tokens") or 0)
+                cost = state.usage.get("cost_usd")
+                if cost is not None:
+                    usage.cost_usd = (usage.cost_usd or 0.0) + float(cost)
+        usage.ai_tokens = usage.prompt_tokens + usage.completion_tokens
+        return RunReport(
+            workflow_id=self._info.workflow_id,
+            run_id=self._info.run_id,
+            definition=DefinitionRef(name=self._definition_name, version=self._definition_version),
+            status=status,
+            outputs=outputs or {},
+            error=error,
+            usage=usage,
+            nodes=nodes,
+        )
+
+    # -- small helpers ---------------------------------------------------------------------------
+
+    @property
+    def _definition_name(self) -> str:
+        return (self._definition.display_name if self._definition else None) or ""
+
+    @property
+    def _definition_version(self) -> str:
+        return self._definition.display_version if self._definition else ""
+
+    @property
+    def _definition_vars(self) -> dict[str, Any]:
+        return self._definition.vars if self._definition else {}
+
+    def _plan_node(self, node_id: str) -> PlanNode:
+        assert self._plan is not None
+        return self._plan.nodes[node_id]
+
+    def _now(self) -> str:
+        return _iso(workflow.now())
+
+
+class _SkipNode(Exception):
+    """A waiting node timed out with ``on_timeout: skip``."""
+
+
+def _reject_if(problem: str | None) -> None:
+    if problem:
+        raise ValueError(problem)
+
+
+def _iso(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _retry_policy(spec: RetrySpec) -> RetryPolicy:
+    coefficient = spec.backoff_coefficient or (2.0 if spec.backoff == "exponential" else 1.0)
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=spec.initial_interval),
+        backoff_coefficient=coefficient,
+        maximum_interval=timedelta(seconds=spec.max_interval) if spec.max_interval else None,
+        maximum_attempts=spec.max_attempts,
+        non_retryable_error_types=list(spec.non_retryable_errors) or None,
+    )
+
+
+def _activity_message(label: str, node: PlanNode, error: ActivityError) -> str:
+    cause = error.cause
+    if isinstance(cause, ApplicationError):
+        return cause.message
+    if isinstance(cause, TimeoutError):
+        kind = cause.type.name.lower().replace("_", "-") if cause.type else "timeout"
+        return f"node {label!r} ({node.type}): timed out ({kind})"
+    if isinstance(cause, CancelledError):
+        return f"node {label!r} ({node.type}): cancelled"
+    if isinstance(cause, FailureError):
+        return f"node {label!r} ({node.type}): {cause.message}"
+    return f"node {label!r} ({node.type}): {error}"
+
+
+def _attempts(error: ActivityError, retry: RetrySpec) -> int:
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.details:
+        detail = cause.details[0]
+        if isinstance(detail, dict) and isinstance(detail.get("attempt"), int):
+            return int(detail["attempt"])
+    if error.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED:
+        return retry.max_attempts
+    return 1
+
+
+def _add_usage(total: dict[str, Any] | None, usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    if usage is None:
+        return total
+    if total is None:
+        return dict(usage)
+    out = dict(total)
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        out[key] = int(out.get(key) or 0) + int(usage.get(key) or 0)
+    if usage.get("cost_usd") is not None:
+        out["cost_usd"] = float(out.get("cost_usd") or 0.0) + float(usage["cost_usd"])
+    return out
+
+
+_JSON_KIND: dict[type, str] = {bool: "boolean", str: "string", list: "array", dict: "object"}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return _JSON_KIND.get(type(value), type(value).__name__)
+
+
+def _var_type_problem(declared: dict[str, Any], name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be assigned to var ``name`` (declared by its initial value)."""
+    if name not in declared:
+        return f"unknown var {name!r}: declare it under vars"
+    initial = declared[name]
+    if initial is None:
+        return None
+    if _kind(initial) != _kind(value):
+        return f"var {name!r} holds a {_kind(initial)}, not a {_kind(value)}"
+    return None

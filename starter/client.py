@@ -1,0 +1,374 @@
+"""The typed Python API of Tideflow: load and validate definitions, start and follow runs,
+operate them. The CLI is a thin layer over these functions.
+
+    from starter import client
+    definition = client.load("examples/invoice.yaml")
+    temporal = await client.connect()
+    report = await client.run(temporal, definition, {"document": "invoice.pdf"})
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.converter import DataConverter
+from temporalio.exceptions import ApplicationError
+
+import activities
+from activities import WorkerSettings
+from activities.payload_store import data_converter as _store_converter
+from interpreter import Definition, DefinitionError, Problem, load_file, problems_in_file
+from interpreter.control import (
+    Approve,
+    ControlAnswer,
+    Event,
+    RetryNode,
+    RunInput,
+    SetVars,
+    SkipNode,
+)
+from interpreter.inputs import InputError, resolve_inputs
+from interpreter.report import RunReport, RunState
+from interpreter.workflow import (
+    DEFINITION_KEY,
+    RUN_FAILED,
+    STATUS_KEY,
+    VERSION_KEY,
+    WORKFLOW_NAME,
+    TideflowWorkflow,
+)
+
+DEFAULT_ADDRESS = "localhost:7233"
+
+
+class ControlError(RuntimeError):
+    """A control request the run refused (the reason says why) or a run that does not exist."""
+
+
+def data_converter(settings: WorkerSettings | None = None) -> DataConverter:
+    """Pydantic JSON with big payloads in the payload store; client and worker must agree."""
+    return _store_converter(settings or WorkerSettings.from_env())
+
+
+async def connect(
+    address: str | None = None,
+    namespace: str | None = None,
+    *,
+    settings: WorkerSettings | None = None,
+) -> Client:
+    """Connect to ``TEMPORAL_ADDRESS`` (default localhost:7233) / ``TEMPORAL_NAMESPACE``."""
+    return await Client.connect(
+        address or os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS),
+        namespace=namespace or os.environ.get("TEMPORAL_NAMESPACE", "default"),
+        data_converter=data_converter(settings),
+    )
+
+
+def load(path: str | Path) -> Definition:
+    """Load and validate a definition file against every registered node type."""
+    activities.load_extensions()
+    return load_file(path, activities.registry)
+
+
+def validate(paths: Sequence[str | Path]) -> list[Problem]:
+    """Every problem of every file (empty when all are valid)."""
+    activities.load_extensions()
+    problems: list[Problem] = []
+    for path in paths:
+        problems.extend(problems_in_file(path, activities.registry))
+    return problems
+
+
+def run_input(definition: Definition, inputs: dict[str, Any] | None = None) -> RunInput:
+    """The workflow input of a run: the definition as JSON plus checked inputs.
+
+    Raises :class:`~interpreter.inputs.InputError` naming each bad field before anything runs.
+    """
+    resolve_inputs(definition, inputs or {})
+    return RunInput(definition=definition_json(definition), inputs=dict(inputs or {}))
+
+
+def definition_json(definition: Definition) -> dict[str, Any]:
+    """The definition as the JSON object the workflow takes."""
+    return definition.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+
+
+def new_workflow_id(definition: Definition) -> str:
+    """``<slug>-<random>``."""
+    return f"{definition.slug}-{secrets.token_hex(4)}"
+
+
+async def start(
+    client: Client,
+    definition: Definition,
+    inputs: dict[str, Any] | None = None,
+    *,
+    workflow_id: str | None = None,
+    task_queue: str | None = None,
+) -> WorkflowHandle[TideflowWorkflow, RunReport]:
+    """Start a run and return its handle (inputs are checked first)."""
+    payload = run_input(definition, inputs)
+    return await client.start_workflow(
+        TideflowWorkflow.run,
+        payload,
+        id=workflow_id or new_workflow_id(definition),
+        task_queue=task_queue or WorkerSettings.from_env().task_queue,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(DEFINITION_KEY, definition.slug),
+                SearchAttributePair(VERSION_KEY, definition.display_version),
+            ]
+        ),
+        static_summary=f"{definition.display_name} {definition.display_version}".strip(),
+        static_details=definition.description or None,
+    )
+
+
+async def result(client: Client, workflow_id: str, run_id: str | None = None) -> RunReport:
+    """Wait for a run's report; a failed run's report is taken from its failure."""
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id, result_type=RunReport)
+    try:
+        return await handle.result()
+    except WorkflowFailureError as e:
+        report = report_from_failure(e)
+        if report is not None:
+            return report
+        described = await handle.describe()
+        cause = e.cause
+        message = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+        status = "cancelled" if described.status == WorkflowExecutionStatus.CANCELED else "failed"
+        if described.status in (WorkflowExecutionStatus.CANCELED,):
+            try:
+                partial = await handle.query(TideflowWorkflow.report)
+                return partial.model_copy(update={"status": status, "error": message})
+            except Exception:  # the run may not be queryable (no worker): a minimal report
+                pass
+        return RunReport(
+            workflow_id=workflow_id,
+            run_id=described.run_id or "",
+            definition={"name": "", "version": ""},  # type: ignore[arg-type]
+            status=status,
+            error=message,
+        )
+
+
+def report_from_failure(error: WorkflowFailureError) -> RunReport | None:
+    """The report carried by a failed run's failure, if it has one."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.type == RUN_FAILED and cause.details:
+        return RunReport.model_validate(cause.details[0])
+    return None
+
+
+async def run(
+    client: Client,
+    definition: Definition,
+    inputs: dict[str, Any] | None = None,
+    **options: Any,
+) -> RunReport:
+    """Start a run and wait for its report."""
+    handle = await start(client, definition, inputs, **options)
+    return await result(client, handle.id, handle.result_run_id)
+
+
+async def status(client: Client, workflow_id: str) -> RunState:
+    """The live state of a run (the ``state`` query)."""
+    return await client.get_workflow_handle(workflow_id).query(TideflowWorkflow.state)
+
+
+async def pause(client: Client, workflow_id: str) -> None:
+    """Let running nodes finish and start nothing new."""
+    await client.get_workflow_handle(workflow_id).signal(TideflowWorkflow.pause)
+
+
+async def resume(client: Client, workflow_id: str) -> None:
+    """Start again what became ready while paused."""
+    await client.get_workflow_handle(workflow_id).signal(TideflowWorkflow.resume)
+
+
+async def cancel(client: Client, workflow_id: str) -> None:
+    """Cancel a run: running nodes are cancelled and compensations run."""
+    await client.get_workflow_handle(workflow_id).cancel()
+
+
+async def skip(client: Client, workflow_id: str, node: str, output: Any = None) -> ControlAnswer:
+    """Skip a pending or failed node (downstream nodes see ``output``)."""
+    return await _update(
+        client, workflow_id, TideflowWorkflow.skip_node, SkipNode(node=node, output=output)
+    )
+
+
+async def retry(client: Client, workflow_id: str, node: str) -> ControlAnswer:
+    """Run a node that needs attention again."""
+    return await _update(client, workflow_id, TideflowWorkflow.retry_node, RetryNode(node=node))
+
+
+async def set_vars(client: Client, workflow_id: str, values: dict[str, Any]) -> ControlAnswer:
+    """Change a run's vars (type-checked)."""
+    return await _update(client, workflow_id, TideflowWorkflow.set_vars, SetVars(values=values))
+
+
+async def approve(
+    client: Client,
+    workflow_id: str,
+    node: str,
+    approved: bool = True,
+    comment: str | None = None,
+    by: str | None = None,
+) -> ControlAnswer:
+    """Answer an approval node."""
+    request = Approve(node=node, approved=approved, comment=comment, by=by)
+    return await _update(client, workflow_id, TideflowWorkflow.approve, request)
+
+
+async def emit(
+    client: Client,
+    workflow_id: str,
+    name: str,
+    payload: Any = None,
+    correlation: str | None = None,
+) -> None:
+    """Deliver an event to one run."""
+    event = Event(name=name, payload=payload, correlation=correlation)
+    await client.get_workflow_handle(workflow_id).signal(TideflowWorkflow.event, event)
+
+
+async def _update(client: Client, workflow_id: str, update: Any, request: Any) -> ControlAnswer:
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        answer: ControlAnswer = await handle.execute_update(update, request)
+    except WorkflowUpdateFailedError as e:
+        cause = e.cause
+        reason = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+        raise ControlError(f"refused: {reason}") from e
+    return answer
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of ``tideflow list``."""
+
+    workflow_id: str
+    run_id: str
+    definition: str
+    version: str
+    status: str
+    started_at: str
+
+
+_EXECUTION_STATUS = {
+    WorkflowExecutionStatus.RUNNING: "running",
+    WorkflowExecutionStatus.COMPLETED: "completed",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "continued",
+}
+
+_OPEN_ONLY = {"paused", "waiting", "needs_attention"}
+
+
+def visibility_query(definition: str | None = None, status: str | None = None) -> str:
+    """The Temporal visibility query of ``tideflow list`` filters.
+
+    ``paused``, ``waiting`` and ``needs_attention`` live in TideflowStatus (open runs);
+    ``running`` and the final states come from Temporal's ExecutionStatus, which stays right
+    even for runs terminated from outside.
+    """
+    clauses = [f'WorkflowType = "{WORKFLOW_NAME}"']
+    if definition:
+        clauses.append(f'{DEFINITION_KEY.name} = "{definition}"')
+    if status in _OPEN_ONLY:
+        clauses.append(f'{STATUS_KEY.name} = "{status}"')
+        clauses.append('ExecutionStatus = "Running"')
+    elif status:
+        names = {v: k for k, v in _EXECUTION_STATUS.items()}
+        if status not in names:
+            raise ValueError(
+                f"unknown status {status!r}: one of " + ", ".join(sorted({*names, *_OPEN_ONLY}))
+            )
+        clauses.append(f'ExecutionStatus = "{names[status].name.title().replace("_", "")}"')
+        if status == "running":
+            clauses.append(f'({STATUS_KEY.name} IS NULL OR {STATUS_KEY.name} = "running")')
+    return " AND ".join(clauses)
+
+
+async def list_runs(
+    client: Client,
+    *,
+    definition: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+) -> list[RunSummary]:
+    """Recent runs, newest first, filtered by definition slug and status."""
+    out: list[RunSummary] = []
+    async for execution in client.list_workflows(visibility_query(definition, status), limit=limit):
+        attributes = execution.typed_search_attributes
+        live = attributes.get(STATUS_KEY)
+        state = (
+            _EXECUTION_STATUS.get(execution.status, "unknown") if execution.status else "unknown"
+        )
+        if state == "running" and live:
+            state = live
+        out.append(
+            RunSummary(
+                workflow_id=execution.id,
+                run_id=execution.run_id,
+                definition=attributes.get(DEFINITION_KEY) or "",
+                version=attributes.get(VERSION_KEY) or "",
+                status=state,
+                started_at=execution.start_time.isoformat() if execution.start_time else "",
+            )
+        )
+    return out
+
+
+def web_ui_url(workflow_id: str, run_id: str | None = None, namespace: str | None = None) -> str:
+    """Link to a run in the Temporal Web UI (``TIDEFLOW_UI_URL``, default localhost:8233)."""
+    base = os.environ.get("TIDEFLOW_UI_URL", "http://localhost:8233").rstrip("/")
+    namespace = namespace or os.environ.get("TEMPORAL_NAMESPACE", "default")
+    tail = f"/{run_id}" if run_id else ""
+    return f"{base}/namespaces/{namespace}/workflows/{workflow_id}{tail}/history"
+
+
+__all__ = [
+    "ControlError",
+    "DefinitionError",
+    "InputError",
+    "RunSummary",
+    "approve",
+    "cancel",
+    "connect",
+    "data_converter",
+    "definition_json",
+    "emit",
+    "list_runs",
+    "load",
+    "pause",
+    "result",
+    "resume",
+    "retry",
+    "run",
+    "run_input",
+    "set_vars",
+    "skip",
+    "start",
+    "status",
+    "validate",
+    "visibility_query",
+    "web_ui_url",
+]
