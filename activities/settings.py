@@ -63,6 +63,19 @@ class CodeSettings(_Section):
     max_open_files: int = 64
 
 
+class DocumentsSettings(_Section):
+    """documents.parse: downloads and OCR."""
+
+    fetch_timeout_seconds: float = 60.0
+    """Timeout of one http(s):// or s3:// download (connect and each read)."""
+    tesseract_cmd: str = "tesseract"
+    """The tesseract binary (Debian package ``tesseract-ocr``): a name on PATH or a path."""
+    ocr_dpi: int = 300
+    """Resolution PDF pages are rendered at before OCR."""
+    ocr_page_timeout_seconds: float = 300.0
+    """Longest tesseract may take on one page or image."""
+
+
 class WorkerSettings(_Section):
     """Everything a worker and its node types are configured with."""
 
@@ -81,6 +94,7 @@ class WorkerSettings(_Section):
     smtp: SMTPSettings = Field(default_factory=SMTPSettings)
     slack_webhook_url: str | None = None
     code: CodeSettings = Field(default_factory=CodeSettings)
+    documents: DocumentsSettings = Field(default_factory=DocumentsSettings)
     max_concurrent_activities: int = 100
 
     @property
@@ -136,6 +150,8 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
         "TIDEFLOW_SMTP_SSL": ("smtp", "ssl"),
         "TIDEFLOW_SMTP_SENDER": ("smtp", "sender"),
         "SLACK_WEBHOOK_URL": ("slack_webhook_url",),
+        "TIDEFLOW_TESSERACT_CMD": ("documents", "tesseract_cmd"),
+        "TIDEFLOW_DOCUMENTS_FETCH_TIMEOUT": ("documents", "fetch_timeout_seconds"),
     }
     for var, path in simple.items():
         if var in env:

@@ -1,1 +1,376 @@
-"""Node types of the storage family (being written)."""
+"""Node types of the storage family: ``storage.write`` (seed alias ``storage``) and
+``storage.read``.
+
+A location is a URI: ``s3://bucket/key`` (through boto3; endpoint, region and credentials come
+from the standard AWS environment — ``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``,
+``AWS_ACCESS_KEY_ID``… — or the shared AWS config files) or ``file://path``, confined to the
+worker's file root (``settings.resolved_file_root``, ``TIDEFLOW_FILE_ROOT``): ``file://a/b.json``
+is relative to the root, ``file:///abs/b.json`` must lie inside it.
+
+The seeds' form ``{storage_type: s3, bucket: …, key: …}`` is accepted too. Without a ``key`` a
+write goes to ``<workflow_id>/<node_id>.<ext>`` (``.json``, ``.txt`` or ``.bin`` after the
+encoding): a retried attempt overwrites the same object, but a ``foreach`` node must name its key
+(``key: "${{ index }}.json"``) or the items overwrite each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import mimetypes
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import unquote
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from activities._context import NodeContext
+from activities._registry import node_type
+from activities.errors import NodeConfigError, PermanentNodeError, RetryableNodeError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+T = TypeVar("T")
+Encoding = Literal["json", "text", "base64"]
+
+# S3 error codes another attempt cannot fix; anything else with a 4xx status is permanent too,
+# and 5xx, throttling and connection failures are retried.
+_S3_RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+        "503",
+        "500",
+    }
+)
+_EXTENSIONS: dict[str, str] = {"json": ".json", "text": ".txt", "base64": ".bin"}
+_CONTENT_TYPES: dict[str, str] = {
+    "json": "application/json",
+    "text": "text/plain; charset=utf-8",
+    "base64": "application/octet-stream",
+}
+
+
+class _Location(BaseModel):
+    """Where an object lives: a URI, or the seeds' ``storage_type`` + ``bucket`` + ``key``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str | None = Field(default=None, description="s3://bucket/key or file://path")
+    storage_type: Literal["s3", "file", "local"] | None = Field(
+        default=None,
+        description="The seeds' form: s3 (with bucket and key) or file/local (with key).",
+    )
+    bucket: str | None = Field(default=None, description="S3 bucket (seed form).")
+    key: str | None = Field(
+        default=None,
+        description="Object key (S3) or path below the file root (seed form).",
+    )
+
+    @model_validator(mode="after")
+    def _one_location(self) -> _Location:
+        seed_form = self.storage_type is not None or self.bucket is not None
+        if self.uri is not None:
+            if seed_form or self.key is not None:
+                raise ValueError("give either uri or storage_type/bucket/key, not both")
+            if not self.uri.startswith(("s3://", "file://")):
+                raise ValueError("uri must start with s3:// or file://")
+        elif self.storage_type in (None, "s3") and self.bucket is None:
+            raise ValueError("give uri (s3://bucket/key or file://path), or bucket for S3")
+        elif self.storage_type in ("file", "local") and self.bucket is not None:
+            raise ValueError("bucket is for storage_type s3; file storage takes a key")
+        return self
+
+
+class StorageWriteConfig(_Location):
+    """Config of ``storage.write``."""
+
+    content: Any = Field(
+        default=None,
+        description="What to store: any JSON value, text, or base64 text with encoding base64; "
+        "default the output of the node's only dependency.",
+        json_schema_extra={"default_expression": "${{ upstream.output }}"},
+    )
+    content_type: str | None = Field(
+        default=None, description="MIME type; default from the encoding or the file extension."
+    )
+    encoding: Encoding | None = Field(
+        default=None,
+        description="json (any value), text (a string as UTF-8) or base64 (a base64 string "
+        "decoded to bytes); default text for a string, json for anything else.",
+    )
+
+
+class StorageReadConfig(_Location):
+    """Config of ``storage.read``."""
+
+    as_: Literal["text", "json", "bytes_base64"] = Field(
+        default="text",
+        alias="as",
+        description="text (UTF-8), json (parsed) or bytes_base64 (the raw bytes, base64).",
+    )
+
+
+@dataclass(frozen=True)
+class _S3Target:
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@node_type("storage.write", StorageWriteConfig)
+async def storage_write(config: StorageWriteConfig, ctx: NodeContext) -> dict[str, Any]:
+    """Write ``content`` to S3 or a file below the file root; overwrites what is there."""
+    if "content" not in config.model_fields_set:
+        raise NodeConfigError(
+            "nothing to write: give content (e.g. content: ${{ nodes.<id>.output }})"
+        )
+    encoding = config.encoding or ("text" if isinstance(config.content, str) else "json")
+    data = _encode(config.content, encoding)
+    default_key = f"{ctx.run.workflow_id}/{ctx.node_id}{_EXTENSIONS[encoding]}"
+    target = _target(config, ctx, default_key=default_key)
+    content_type = config.content_type or _content_type(encoding, target)
+    digest = hashlib.sha256(data).hexdigest()
+    if isinstance(target, Path):
+        await asyncio.to_thread(_write_file, target, data)
+        return {
+            "uri": target.as_uri(),
+            "size": len(data),
+            "sha256": digest,
+            "content_type": content_type,
+        }
+    client = await _s3_client(ctx)
+    response = await asyncio.to_thread(
+        _s3_call,
+        target,
+        "write",
+        lambda: client.put_object(
+            Bucket=target.bucket, Key=target.key, Body=data, ContentType=content_type
+        ),
+    )
+    result: dict[str, Any] = {
+        "uri": target.uri,
+        "size": len(data),
+        "sha256": digest,
+        "content_type": content_type,
+        "etag": str(response.get("ETag", "")).strip('"') or None,
+    }
+    if response.get("VersionId"):
+        result["version_id"] = response["VersionId"]
+    return result
+
+
+@node_type("storage.read", StorageReadConfig)
+async def storage_read(config: StorageReadConfig, ctx: NodeContext) -> dict[str, Any]:
+    """Read an object from S3 or a file below the file root, as text, JSON or base64 bytes."""
+    target = _target(config, ctx, default_key=None)
+    if isinstance(target, Path):
+        data = await asyncio.to_thread(_read_file, target)
+        uri = target.as_uri()
+        content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+    else:
+        client = await _s3_client(ctx)
+
+        def get() -> tuple[bytes, str]:
+            response = client.get_object(Bucket=target.bucket, Key=target.key)
+            return response["Body"].read(), response.get("ContentType") or ""
+
+        data, content_type = await asyncio.to_thread(_s3_call, target, "read", get)
+        uri = target.uri
+        content_type = content_type or "application/octet-stream"
+    return {
+        "uri": uri,
+        "content": _decode(data, config.as_, uri),
+        "size": len(data),
+        "content_type": content_type,
+    }
+
+
+def _content_type(encoding: Encoding, target: Path | _S3Target) -> str:
+    """JSON is application/json; text and bytes take the type their name suggests."""
+    name = target.name if isinstance(target, Path) else target.key
+    if encoding != "json" and (guessed := mimetypes.guess_type(name)[0]):
+        return guessed
+    return _CONTENT_TYPES[encoding]
+
+
+def _encode(content: Any, encoding: Encoding) -> bytes:
+    if encoding == "json":
+        return json.dumps(content, ensure_ascii=False).encode()
+    if not isinstance(content, str):
+        raise NodeConfigError(
+            f"encoding {encoding} needs a string content, got {type(content).__name__}"
+        )
+    if encoding == "text":
+        return content.encode()
+    try:
+        return base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise NodeConfigError(f"content is not valid base64: {e}") from e
+
+
+def _decode(data: bytes, as_: str, uri: str) -> Any:
+    if as_ == "bytes_base64":
+        return base64.b64encode(data).decode("ascii")
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as e:
+        raise PermanentNodeError(
+            f"{uri} is not UTF-8 text ({e}); read it with as: bytes_base64"
+        ) from e
+    if as_ == "text":
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PermanentNodeError(f"{uri} is not valid JSON: {e}") from e
+
+
+def _target(config: _Location, ctx: NodeContext, *, default_key: str | None) -> Path | _S3Target:
+    """The file path (checked against the file root) or S3 object a config names."""
+    root = ctx.settings.resolved_file_root
+    if config.uri is not None:
+        if config.uri.startswith("file://"):
+            return _confined_path(config.uri, unquote(config.uri.removeprefix("file://")), root)
+        bucket, _, object_key = config.uri.removeprefix("s3://").partition("/")
+        if not bucket or not object_key:
+            raise NodeConfigError(f"{config.uri}: an S3 URI needs a bucket and a key")
+        return _S3Target(bucket, object_key)
+    key = config.key or default_key
+    if not key:
+        raise NodeConfigError("give the key of the object to read (or a uri)")
+    if config.storage_type in ("file", "local"):
+        return _confined_path(f"file://{key}", key, root)
+    assert config.bucket is not None  # the model validator guarantees it
+    return _S3Target(config.bucket, key.lstrip("/"))
+
+
+def _confined_path(uri: str, raw: str, root: Path) -> Path:
+    """``raw`` (relative to ``root``, or absolute) resolved; it must stay inside ``root``."""
+    if raw.startswith("localhost/"):
+        raw = raw.removeprefix("localhost")
+    if not raw.strip("/"):
+        raise NodeConfigError(f"{uri}: no file path")
+    path = Path(raw)
+    # resolve() follows symlinks, so a link pointing out of the root is caught too.
+    resolved = (path if path.is_absolute() else root / path).resolve()
+    if not resolved.is_relative_to(root):
+        raise PermanentNodeError(
+            f"{uri}: the path leaves the file root {root} (storage nodes may only use files "
+            "below it; set TIDEFLOW_FILE_ROOT to move it)"
+        )
+    return resolved
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write a sibling temporary file and rename it over the target, so readers never see a
+        # half-written file and a retried attempt simply replaces it.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except IsADirectoryError as e:
+        raise PermanentNodeError(f"cannot write {path.as_uri()}: it is a folder") from e
+    except (PermissionError, NotADirectoryError, FileExistsError) as e:
+        raise PermanentNodeError(f"cannot write {path.as_uri()}: {e}") from e
+    except OSError as e:
+        raise RetryableNodeError(f"cannot write {path.as_uri()}: {e}") from e
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as e:
+        raise PermanentNodeError(f"{path.as_uri()} does not exist") from e
+    except (IsADirectoryError, PermissionError, NotADirectoryError) as e:
+        raise PermanentNodeError(f"cannot read {path.as_uri()}: {e}") from e
+    except OSError as e:
+        raise RetryableNodeError(f"cannot read {path.as_uri()}: {e}") from e
+
+
+# boto3 sessions are not thread-safe; creating the client under a lock keeps concurrent first
+# uses from racing (the client itself is safe to share between threads).
+_client_lock = threading.Lock()
+
+
+def _new_s3_client() -> S3Client:
+    import boto3
+    from botocore.config import Config
+
+    with _client_lock:
+        # Temporal retries failed nodes; a short botocore retry budget keeps one attempt bounded.
+        return boto3.session.Session().client(
+            "s3",
+            config=Config(
+                retries={"mode": "standard", "max_attempts": 3},
+                connect_timeout=10,
+                read_timeout=60,
+            ),
+        )
+
+
+async def _s3_client(ctx: NodeContext) -> S3Client:
+    return await ctx.resources.get("storage.s3_client", _new_s3_client, close=_close_s3_client)
+
+
+def _close_s3_client(client: S3Client) -> None:
+    client.close()
+
+
+def _s3_call(target: _S3Target, action: str, call: Callable[[], T]) -> T:
+    """Run one S3 call, mapping botocore's errors onto retryable or permanent node errors."""
+    from botocore.exceptions import (
+        BotoCoreError,
+        ClientError,
+        ConnectionError,
+        HTTPClientError,
+        NoCredentialsError,
+        ParamValidationError,
+    )
+
+    where = f"bucket {target.bucket!r}, key {target.key!r}"
+    try:
+        return call()
+    except ClientError as e:
+        error = e.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        message = f"S3 {action} failed ({where}): {code or status} {error.get('Message', '')}"
+        if code in _S3_RETRYABLE_CODES or status >= 500 or status == 429:
+            raise RetryableNodeError(message.rstrip()) from e
+        if code in ("NoSuchKey", "404", "NotFound"):
+            message = f"S3 object not found ({where})"
+        elif code == "NoSuchBucket":
+            message = f"S3 bucket {target.bucket!r} does not exist ({where})"
+        raise PermanentNodeError(message.rstrip()) from e
+    except (ConnectionError, HTTPClientError) as e:
+        raise RetryableNodeError(f"S3 {action} failed ({where}): {e}") from e
+    except (NoCredentialsError, ParamValidationError) as e:
+        raise PermanentNodeError(f"S3 {action} failed ({where}): {e}") from e
+    except BotoCoreError as e:
+        raise RetryableNodeError(f"S3 {action} failed ({where}): {e}") from e
