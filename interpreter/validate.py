@@ -11,9 +11,10 @@ durations.
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -402,15 +403,25 @@ class _Checker:
                         (*config_path, *loc),
                         f"config {where}: {message}" if where else f"config: {message}",
                     )
+        at = config_path if node.config else config_path[:-1]
         for name in _missing_defaults(model, node.config):
             expression = _default_expression(model, name) or ""
             if "upstream" in expression and len(node.depends_on) != 1:
                 self.add(
-                    config_path if node.config else config_path[:-1],
+                    at,
                     f"{node.type} needs config {name!r}: it defaults to the output of the "
-                    f"node's only dependency, but {node.id!r} has "
-                    f"{len(node.depends_on)}",
+                    f"node's only dependency, but {node.id!r} has {len(node.depends_on)}",
                 )
+                continue
+            filled = compile_string(_fill_default(expression, node.depends_on))
+            for used in iter_expressions(filled):
+                for input_name in sorted(used.references.inputs - set(definition.inputs)):
+                    if definition.inputs:
+                        self.add(
+                            at,
+                            f"{node.type} needs config {name!r}: it defaults to "
+                            f"inputs.{input_name}, which this workflow does not declare",
+                        )
 
     def _config_model(self, type_name: str) -> type[BaseModel] | None:
         if type_name in WORKFLOW_TYPE_CONFIGS:
@@ -549,10 +560,7 @@ def normalize(definition: Definition, catalog: NodeCatalog | None = None) -> Def
                 deps = graph[node.id].depends_on if node.id in graph else []
                 config = dict(node.config)
                 for name in missing:
-                    expression = _default_expression(model, name) or ""
-                    if len(deps) == 1:
-                        expression = expression.replace("upstream", f"nodes.{deps[0]}")
-                    config[name] = expression
+                    config[name] = _fill_default(_default_expression(model, name) or "", deps)
                 update["config"] = config
         nodes.append(node.model_copy(update=update))
     return definition.model_copy(update={spelling: nodes})
@@ -674,14 +682,26 @@ def _default_expression(model: type[BaseModel], name: str) -> str | None:
 
 
 def _missing_defaults(model: type[BaseModel], config: dict[str, Any]) -> list[str]:
+    """Config fields left out that default to an expression (unless a field named in
+    ``default_unless`` was given instead)."""
     out = []
     for name, info in model.model_fields.items():
         if _default_expression(model, name) is None:
             continue
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        unless = extra.get("default_unless") or []
         aliases = list(getattr(info.validation_alias, "choices", []) or [])
-        if name not in config and not any(a in config for a in aliases):
+        given = [name, *aliases, *(unless if isinstance(unless, list) else [])]
+        if not any(key in config for key in given):
             out.append(name)
     return out
+
+
+def _fill_default(expression: str, deps: Sequence[str]) -> str:
+    """A default expression with ``upstream`` standing for the node's only dependency."""
+    if len(deps) != 1:
+        return expression
+    return re.sub(r"\bupstream\b", f'nodes["{deps[0]}"]', expression)
 
 
 def _ancestors(order: list[str], graph: dict[str, Node]) -> dict[str, set[str]]:

@@ -372,3 +372,30 @@ __all__ = [
     "visibility_query",
     "web_ui_url",
 ]
+
+
+async def emit_event(
+    client: Client,
+    name: str,
+    payload: Any = None,
+    *,
+    correlation: str | None = None,
+    workflow_id: str | None = None,
+    definition: str | None = None,
+) -> list[str]:
+    """Deliver an event to one run, or to every open run (of a definition); return their ids.
+
+    A run keeps an event only if one of its ``wait_for_event`` nodes waits for that name (and
+    correlation), so broadcasting is safe.
+    """
+    if workflow_id:
+        await emit(client, workflow_id, name, payload, correlation)
+        return [workflow_id]
+    query = visibility_query(definition, "running").replace(
+        f' AND ({STATUS_KEY.name} IS NULL OR {STATUS_KEY.name} = "running")', ""
+    )
+    delivered = []
+    async for execution in client.list_workflows(query):
+        await emit(client, execution.id, name, payload, correlation)
+        delivered.append(execution.id)
+    return delivered

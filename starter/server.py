@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -136,6 +137,38 @@ class DevServer:
             time.sleep(0.1)
         self.stop()
         raise ServerError(f"the Temporal server did not open port {self.port} in {timeout:.0f}s")
+
+    @property
+    def pid_file(self) -> Path:
+        """Where a background server records its process id."""
+        return self.data_dir / "temporal-server.pid"
+
+    def start_background(self, timeout: float = 30.0) -> None:
+        """Start the server so it outlives this process (``stop_background`` ends it)."""
+        self.start(timeout)
+        assert self.process is not None
+        self.pid_file.write_text(str(self.process.pid))
+        self.process = None  # not ours to stop on exit
+
+    def stop_background(self) -> bool:
+        """Stop a server started with :meth:`start_background`; False if none was running."""
+        try:
+            pid = int(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return False
+        self.pid_file.unlink(missing_ok=True)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+        return True
 
     def stop(self) -> None:
         """Stop the server (its SQLite file keeps every run)."""

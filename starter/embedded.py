@@ -1,0 +1,46 @@
+"""A Temporal server and a worker for one command (``tideflow run --embedded``, ``tideflow
+demo``): use the server at ``TEMPORAL_ADDRESS`` when one answers, otherwise start the embedded
+one in the background with its data in ``TIDEFLOW_HOME``, and keep it running afterwards so the
+Web UI link stays valid (``tideflow server --stop`` stops it)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from temporalio.client import Client
+
+from activities import WorkerSettings
+from starter import client as tideflow
+from starter.server import DevServer, data_home, ensure_search_attributes
+
+
+def _answers(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "localhost", int(port)), timeout=0.5):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+@asynccontextmanager
+async def embedded_temporal(settings: WorkerSettings | None = None) -> AsyncIterator[Client]:
+    """A connected client with a worker running in this process for the block's duration."""
+    from worker import running_worker
+
+    settings = settings or WorkerSettings.from_env()
+    address = os.environ.get("TEMPORAL_ADDRESS", tideflow.DEFAULT_ADDRESS)
+    if not _answers(address):
+        server = DevServer(data_dir=data_home())
+        print(f"starting the embedded Temporal server (data in {server.data_dir})", file=sys.stderr)
+        server.start_background()
+        address = server.address
+        os.environ["TEMPORAL_ADDRESS"] = address
+    client = await tideflow.connect(address, settings=settings)
+    await ensure_search_attributes(client)
+    async with running_worker(client, settings):
+        yield client
