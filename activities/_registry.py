@@ -14,6 +14,7 @@ import contextvars
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -164,6 +165,7 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             hit = cache.get(cache_key, input.cache_ttl_seconds)
             if hit is not MISSING:
                 return NodeResult(output=hit, attempt=info.attempt, cached=True)
+        heartbeat = asyncio.create_task(_keep_alive(info.heartbeat_timeout))
         try:
             if inspect.iscoroutinefunction(node_type.function):
                 output = await node_type.function(config, ctx)
@@ -175,6 +177,8 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             raise
         except Exception as e:
             raise _failure(input, e, info.attempt) from e
+        finally:
+            heartbeat.cancel()
         output = to_jsonable_python(output)
         if cache is not None:
             cache.put(cache_key, output)
@@ -182,6 +186,15 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
 
     run_node.__name__ = run_node.__qualname__ = node_type.name.replace(".", "_")
     return activity.defn(name=node_type.name)(run_node)
+
+
+async def _keep_alive(timeout: timedelta | None) -> None:
+    """Heartbeat while the node runs, so a dead worker is noticed within the heartbeat timeout
+    (not the whole start-to-close timeout) and a cancellation reaches the node."""
+    interval = min(timeout.total_seconds() / 3, 10.0) if timeout else 10.0
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(interval)
 
 
 def _failure(input: NodeInput, error: Exception, attempt: int) -> ApplicationError:

@@ -71,8 +71,7 @@ async def http_request(config: HttpRequestConfig, ctx: NodeContext) -> dict[str,
     )
     if not ok:
         message = (
-            f"{config.method} {config.url} answered {response.status_code}: "
-            f"{response.text[:500]}"
+            f"{config.method} {config.url} answered {response.status_code}: {response.text[:500]}"
         )
         if response.status_code in _RETRYABLE_STATUS:
             raise RetryableNodeError(message)

@@ -12,6 +12,10 @@ from interpreter.node_types import SCOPED_TYPES, WORKFLOW_TYPES
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
 """Start-to-close timeout of an activity node that sets none (Temporal requires one)."""
+DEFAULT_HEARTBEAT_SECONDS = 60.0
+"""Heartbeat timeout of an activity node that sets none: the registry heartbeats every few
+seconds while a node runs, so a worker that dies mid-node is noticed after this long and the
+node is retried elsewhere, instead of after the whole start-to-close timeout."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class Plan:
     outputs: Any
     outputs_references: References
     on_failure: tuple[str, ...]
+    awaited_events: frozenset[str] | None
+    """Event names ``wait_for_event`` nodes wait for (None: some name is an expression)."""
 
 
 def compile_plan(definition: Definition) -> Plan:
@@ -63,12 +69,18 @@ def compile_plan(definition: Definition) -> Plan:
         node.id: _plan_node(definition, node, node.id in handlers) for node in definition.graph()
     }
     outputs = compile_value(definition.outputs)
+    events: set[str] | None = set()
+    for node in nodes.values():
+        if node.type == "wait_for_event" and events is not None:
+            name = node.config.get("event") if isinstance(node.config, dict) else None
+            events = events | {name} if isinstance(name, str) else None
     return Plan(
         definition=definition,
         nodes=nodes,
         outputs=outputs,
         outputs_references=references_of(outputs),
         on_failure=tuple(definition.error_handling.on_failure),
+        awaited_events=frozenset(events) if events is not None else None,
     )
 
 
@@ -94,7 +106,9 @@ def _plan_node(definition: Definition, node: Node, handler: bool) -> PlanNode:
         concurrency=node.concurrency,
         retry=node.retry or definition.default_retry(),
         timeout=node.timeout or defaults.timeout or DEFAULT_TIMEOUT_SECONDS,
-        heartbeat_timeout=node.heartbeat_timeout or defaults.heartbeat_timeout,
+        heartbeat_timeout=(
+            node.heartbeat_timeout or defaults.heartbeat_timeout or DEFAULT_HEARTBEAT_SECONDS
+        ),
         task_queue=node.task_queue or defaults.task_queue or definition.task_queue,
         on_error=on_error,
         compensate=node.compensate,

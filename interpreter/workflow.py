@@ -491,8 +491,11 @@ class TideflowWorkflow:
 
     @workflow.signal
     def event(self, event: Event) -> None:
-        """Deliver an event to a waiting (or later) ``wait_for_event`` node."""
-        self._events.append(event)
+        """Deliver an event to a waiting (or later) ``wait_for_event`` node; events no node of
+        this run waits for are dropped, so broadcasting an event costs runs nothing."""
+        awaited = self._plan.awaited_events if self._plan else frozenset()
+        if awaited is None or event.name in awaited:
+            self._events.append(event)
 
     @workflow.update
     def skip_node(self, request: SkipNode) -> ControlAnswer:
