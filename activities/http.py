@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from activities._context import NodeContext
 from activities._registry import node_type
@@ -37,12 +37,17 @@ class HttpRequestConfig(BaseModel):
             data = {**data, "method": data["method"].upper()}
         return data
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("url must start with http:// or https://")
+        return url
+
     @model_validator(mode="after")
     def _one_body(self) -> HttpRequestConfig:
         if self.json_body is not None and self.body is not None:
             raise ValueError("give either json or body, not both")
-        if not self.url.startswith(("http://", "https://")):
-            raise ValueError("url must start with http:// or https://")
         return self
 
 
@@ -71,7 +76,7 @@ async def http_request(config: HttpRequestConfig, ctx: NodeContext) -> dict[str,
     )
     if not ok:
         message = (
-            f"{config.method} {config.url} answered {response.status_code}: {response.text[:500]}"
+            f"{config.method} {config.url} answered {response.status_code}: {_excerpt(response.text)}"
         )
         if response.status_code in _RETRYABLE_STATUS:
             raise RetryableNodeError(message)
@@ -90,3 +95,9 @@ async def http_request(config: HttpRequestConfig, ctx: NodeContext) -> dict[str,
 
 async def _close_client(client: httpx.AsyncClient) -> None:
     await client.aclose()
+
+
+def _excerpt(text: str, limit: int = 300) -> str:
+    """The start of a response body on one line, for error messages."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

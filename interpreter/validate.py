@@ -381,6 +381,8 @@ class _Checker:
                 loc = _clean_loc(err["loc"])
                 if any(loc[: len(p)] == p for p in expression_paths):
                     continue
+                if not loc and expression_paths:
+                    continue  # a whole-config rule may hold once the expressions are evaluated
                 if err["type"] == "missing" and _default_expression(model, str(loc[-1])):
                     continue
                 if err["type"] == "extra_forbidden":

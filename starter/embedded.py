@@ -5,6 +5,7 @@ Web UI link stays valid (``tideflow server --stop`` stops it)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -32,6 +33,9 @@ async def embedded_temporal(settings: WorkerSettings | None = None) -> AsyncIter
     """A connected client with a worker running in this process for the block's duration."""
     from worker import running_worker
 
+    # The in-process worker's own logs (a traceback per failed attempt) would bury the run's
+    # progress; the report says what failed. A standalone worker keeps them.
+    logging.getLogger("temporalio").setLevel(logging.ERROR)
     settings = settings or WorkerSettings.from_env()
     address = os.environ.get("TEMPORAL_ADDRESS", tideflow.DEFAULT_ADDRESS)
     if not _answers(address):
