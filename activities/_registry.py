@@ -27,7 +27,7 @@ from activities._context import NodeContext, WorkerResources
 from activities._secrets import resolve_secrets
 from activities.errors import NodeConfigError, NodeError
 from interpreter.node_io import NodeInput, NodeResult
-from interpreter.node_types import BUILTIN_ALIASES
+from interpreter.node_types import BUILTIN_ALIASES, RAW_CONFIG_KEYS
 
 NodeFunction = Callable[[Any, NodeContext], Any]
 
@@ -139,7 +139,9 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
     async def run_node(input: NodeInput) -> NodeResult:
         info = activity.info()
         try:
-            config = node_type.config_model.model_validate(resolve_secrets(input.config))
+            raw = RAW_CONFIG_KEYS.get(node_type.name, frozenset())
+            resolved = {k: v if k in raw else resolve_secrets(v) for k, v in input.config.items()}
+            config = node_type.config_model.model_validate(resolved)
         except NodeConfigError as e:
             raise _failure(input, e, info.attempt) from e
         except ValidationError as e:

@@ -42,6 +42,10 @@ WORKFLOW_TYPES: Final[frozenset[str]] = frozenset(
 SCOPED_TYPES: Final[frozenset[str]] = frozenset({"code.python"})
 """Activity types that receive the whole expression scope (they run user code)."""
 
+RAW_CONFIG_KEYS: Final[dict[str, frozenset[str]]] = {"code.python": frozenset({"code"})}
+"""Config keys taken literally, never as ``${{ }}`` templates: user code reads ``inputs`` and
+``nodes`` itself, and templating values into code would be an injection hole."""
+
 
 def canonical_type(name: str) -> str:
     """The canonical name of a built-in alias; any other name is returned unchanged."""

@@ -8,7 +8,7 @@ from typing import Any
 
 from interpreter.expressions import References, compile_value, references_of
 from interpreter.model import Definition, Fallback, Node, OnError, RetrySpec
-from interpreter.node_types import SCOPED_TYPES, WORKFLOW_TYPES
+from interpreter.node_types import RAW_CONFIG_KEYS, SCOPED_TYPES, WORKFLOW_TYPES
 
 DEFAULT_TIMEOUT_SECONDS = 600.0
 """Start-to-close timeout of an activity node that sets none (Temporal requires one)."""
@@ -86,7 +86,8 @@ def compile_plan(definition: Definition) -> Plan:
 
 def _plan_node(definition: Definition, node: Node, handler: bool) -> PlanNode:
     defaults = definition.defaults
-    config = compile_value(node.config)
+    raw = RAW_CONFIG_KEYS.get(node.type, frozenset())
+    config = {k: v if k in raw else compile_value(v) for k, v in node.config.items()}
     when = compile_value(node.when) if isinstance(node.when, str) else node.when
     foreach = compile_value(node.foreach) if node.foreach is not None else None
     refs = references_of(config) | references_of(when) | references_of(foreach)

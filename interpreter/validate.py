@@ -36,6 +36,7 @@ from interpreter.model import (
 )
 from interpreter.node_types import (
     BUILTIN_ALIASES,
+    RAW_CONFIG_KEYS,
     WORKFLOW_TYPE_CONFIGS,
     WORKFLOW_TYPES,
     canonical_type,
@@ -357,8 +358,10 @@ class _Checker:
         upstream: set[str] | None,
         allowed_extra: set[str],
     ) -> None:
+        raw = RAW_CONFIG_KEYS.get(_canonical(node.type, self.catalog), frozenset())
+        templated = {k: v for k, v in node.config.items() if k not in raw}
         self._expressions(
-            node.config, config_path, definition, node.id, known, handlers, upstream, allowed_extra
+            templated, config_path, definition, node.id, known, handlers, upstream, allowed_extra
         )
         model = self._config_model(node.type)
         if model is None:
@@ -373,7 +376,7 @@ class _Checker:
                         key=True,
                     )
             return
-        expression_paths = set(_expression_paths(node.config, ()))
+        expression_paths = set(_expression_paths(templated, ()))
         try:
             model.model_validate(node.config)
         except ValidationError as e:
