@@ -16,11 +16,43 @@ from interpreter.validate import DefinitionError, NodeCatalog, check
 
 
 def load_file(path: str | Path, catalog: NodeCatalog | None = None) -> Definition:
-    """Parse and validate a YAML file; raise :class:`DefinitionError` listing every problem."""
-    definition, problems = check(read_yaml(path), catalog)
+    """Parse and validate a YAML file; raise :class:`DefinitionError` listing every problem.
+
+    ``workflow`` nodes naming a ``file`` get that definition inlined (validated, relative to
+    this file), so the run carries every definition it may start."""
+    definition, problems = _load_tree(Path(path), catalog, ())
     if problems or definition is None:
         raise DefinitionError(problems)
     return definition
+
+
+def _load_tree(
+    path: Path, catalog: NodeCatalog | None, parents: tuple[Path, ...]
+) -> tuple[Definition | None, list[Problem]]:
+    document = read_yaml(path)
+    definition, problems = check(document, catalog)
+    if definition is None or problems:
+        return definition, problems
+    nodes = []
+    for index, node in enumerate(definition.raw_nodes()):
+        child_file = node.config.get("file") if node.type == "workflow" else None
+        if not isinstance(child_file, str) or "definition" in node.config:
+            nodes.append(node)
+            continue
+        child_path = (path.parent / child_file).resolve()
+        where = document.problem((definition.spelling, index, "config", "file"), "")
+        if child_path in (*parents, path.resolve()):
+            problems.append(
+                Problem(where.file, where.line, where.column, f"{child_file}: a workflow cannot "
+                        "start itself (directly or through its children)")
+            )
+            continue
+        child, child_problems = _load_tree(child_path, catalog, (*parents, path.resolve()))
+        problems.extend(child_problems)
+        if child is not None:
+            inlined = child.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+            nodes.append(node.model_copy(update={"config": {**node.config, "definition": inlined}}))
+    return definition.model_copy(update={definition.spelling: nodes}), problems
 
 
 def load_string(
@@ -44,8 +76,8 @@ def load_data(
 
 
 def problems_in_file(path: str | Path, catalog: NodeCatalog | None = None) -> list[Problem]:
-    """Every problem of a YAML file (empty when it is valid)."""
-    return check(read_yaml(path), catalog)[1]
+    """Every problem of a YAML file and of the child definitions it names (empty if valid)."""
+    return _load_tree(Path(path), catalog, ())[1]
 
 
 __all__ = [

@@ -42,9 +42,13 @@ WORKFLOW_TYPES: Final[frozenset[str]] = frozenset(
 SCOPED_TYPES: Final[frozenset[str]] = frozenset({"code.python"})
 """Activity types that receive the whole expression scope (they run user code)."""
 
-RAW_CONFIG_KEYS: Final[dict[str, frozenset[str]]] = {"code.python": frozenset({"code"})}
+RAW_CONFIG_KEYS: Final[dict[str, frozenset[str]]] = {
+    "code.python": frozenset({"code"}),
+    "workflow": frozenset({"definition"}),
+}
 """Config keys taken literally, never as ``${{ }}`` templates: user code reads ``inputs`` and
-``nodes`` itself, and templating values into code would be an injection hole."""
+``nodes`` itself (templating values into code would be an injection hole), and a child
+definition's expressions belong to the child run."""
 
 
 def canonical_type(name: str) -> str:
