@@ -43,8 +43,13 @@ def _load_tree(
         where = document.problem((definition.spelling, index, "config", "file"), "")
         if child_path in (*parents, path.resolve()):
             problems.append(
-                Problem(where.file, where.line, where.column, f"{child_file}: a workflow cannot "
-                        "start itself (directly or through its children)")
+                Problem(
+                    where.file,
+                    where.line,
+                    where.column,
+                    f"{child_file}: a workflow cannot "
+                    "start itself (directly or through its children)",
+                )
             )
             continue
         child, child_problems = _load_tree(child_path, catalog, (*parents, path.resolve()))

@@ -17,6 +17,11 @@ class RunInput(BaseModel):
 
     definition: dict[str, Any]
     inputs: dict[str, Any] = Field(default_factory=dict)
+    history_limit: int | None = None
+    """Continue as new once the run's history holds this many events (default: when Temporal
+    suggests it). The run goes on under the same workflow id with a fresh history."""
+    resume: dict[str, Any] | None = None
+    """Set by the run itself when it continues as new: where the previous run stopped."""
 
 
 class SkipNode(BaseModel):

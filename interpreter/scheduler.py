@@ -324,6 +324,56 @@ class Scheduler:
         """Regular nodes that have not ended (for cancelling a failed run's remainder)."""
         return [n.id for n in self.nodes if not n.handler and self.states[n.id].status not in ENDED]
 
+    # -- continue-as-new -----------------------------------------------------------------
+
+    def snapshot(self, keep_history: int = 1000) -> dict[str, Any]:
+        """Everything needed to go on in a new run (JSON). Nothing may be running."""
+        assert not self._active, "snapshot with nodes still running"
+        history = self.history[-keep_history:]
+        return {
+            "states": [
+                {**state.__dict__, "status": state.status.value} for state in self.states.values()
+            ],
+            "history": [t.__dict__ for t in history],
+            "dropped_history": len(self.history) - len(history),
+            "paused": self.paused,
+            "ready": list(self._ready),
+            "forced": self._forced,
+        }
+
+    @classmethod
+    def restore(cls, nodes: Sequence[GraphNode], snapshot: dict[str, Any]) -> Scheduler:
+        """A scheduler in the state :meth:`snapshot` recorded; the join counters are rebuilt
+        from the node states."""
+        scheduler = cls(nodes)
+        for raw in snapshot["states"]:
+            state = scheduler.states.get(raw["id"])
+            if state is not None:
+                status = NodeStatus(raw["status"])
+                scheduler._set(state, status)
+                for key, value in raw.items():
+                    if key != "status":
+                        setattr(state, key, value)
+        scheduler.history = [Transition(**t) for t in snapshot.get("history", [])]
+        scheduler.paused = bool(snapshot.get("paused"))
+        scheduler._forced = dict(snapshot.get("forced") or {})
+        scheduler._ready = deque(snapshot.get("ready") or [])
+        for node_id, counts in scheduler._counts.items():
+            node = scheduler._graph[node_id]
+            state = scheduler.states[node_id]
+            for dep in dict.fromkeys(d for d in node.depends_on if d in scheduler._graph):
+                dep_state = scheduler.states[dep]
+                if dep_state.status in ENDED:
+                    counts.pending -= 1
+                    if dep_state.status == NodeStatus.COMPLETED or dep_state.lets_dependents_run:
+                        counts.satisfied += 1
+            counts.decided = state.status != NodeStatus.PENDING
+            if state.status in ENDED:
+                scheduler._open -= 1
+            if state.status == NodeStatus.NEEDS_ATTENTION:
+                scheduler._attention.add(node_id)
+        return scheduler
+
     # -- internals -----------------------------------------------------------------------
 
     def _set(self, state: NodeState, status: NodeStatus) -> None:

@@ -110,18 +110,26 @@ class TideflowWorkflow:
         except InputError as e:
             self._problem_type = "InvalidInputs"
             self._problem = "invalid inputs: " + "; ".join(e.problems)
-        self._scheduler = Scheduler(nodes)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._fatal: str | None = None
         self._fatal_node: str | None = None
-        self._compensations: list[str] = []
         self._waiting: dict[str, str] = {}
-        self._events: list[Event] = []
         self._approvals: dict[str, _ApprovalState] = {}
-        self._reruns: dict[str, int] = {}
-        self._status = "running"
-        self._status_upserted = False
         self._info = workflow.info()
+        self._history_limit = input.history_limit
+        self._draining = False
+        resume = input.resume or {}
+        self._resumed = bool(resume)
+        self._scheduler = (
+            Scheduler.restore(nodes, resume["scheduler"]) if resume else Scheduler(nodes)
+        )
+        self._vars = resume.get("vars", self._vars)
+        self._events: list[Event] = [Event.model_validate(e) for e in resume.get("events", [])]
+        self._compensations: list[str] = list(resume.get("compensations", []))
+        self._reruns: dict[str, int] = dict(resume.get("reruns", {}))
+        self._status: str = resume.get("status", "running")
+        self._status_upserted: bool = resume.get("status_upserted", False)
+        self._started_at: str = resume.get("started_at") or _iso(self._info.start_time)
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -131,16 +139,31 @@ class TideflowWorkflow:
         if self._problem is not None or self._plan is None:
             problem = self._problem or "invalid definition"
             raise ApplicationError(problem, type=self._problem_type, non_retryable=True)
-        self._scheduler.start(self._now())
+        if not self._resumed:
+            self._scheduler.start(self._now())
         self._launch_ready()
         try:
             await workflow.wait_condition(
-                lambda: self._fatal is not None or self._scheduler.finished
+                lambda: (
+                    self._fatal is not None
+                    or self._scheduler.finished
+                    or (self._draining and not self._tasks)
+                )
             )
         except asyncio.CancelledError:
             await self._wind_down("run cancelled")
             self._set_status("cancelled")
             raise
+        if self._draining and self._fatal is None and not self._scheduler.finished:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(
+                RunInput(
+                    definition=input.definition,
+                    inputs=input.inputs,
+                    history_limit=input.history_limit,
+                    resume=self._snapshot(),
+                )
+            )
         if self._fatal is not None:
             await self._wind_down(self._fatal)
             return self._fail(self._fatal)
@@ -180,6 +203,11 @@ class TideflowWorkflow:
 
     def _launch_ready(self) -> None:
         if self._fatal is not None:
+            return
+        if self._draining or self._history_is_long():
+            # Start nothing new; once running nodes end, the run continues as new.
+            self._draining = True
+            self._refresh_status()
             return
         room = MAX_IN_FLIGHT - len(self._tasks)
         if room > 0:
@@ -274,6 +302,24 @@ class TideflowWorkflow:
             handler_id, self._now(), output, attempts=attempts, usage=usage
         )
         return output
+
+    def _history_is_long(self) -> bool:
+        info = workflow.info()
+        if self._history_limit is not None:
+            return info.get_current_history_length() >= self._history_limit
+        return info.is_continue_as_new_suggested()
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "scheduler": self._scheduler.snapshot(),
+            "vars": self._vars,
+            "events": [e.model_dump(mode="json") for e in self._events],
+            "compensations": self._compensations,
+            "reruns": self._reruns,
+            "status": self._status,
+            "status_upserted": self._status_upserted,
+            "started_at": self._started_at,
+        }
 
     # -- executing one node ----------------------------------------------------------------------
 
@@ -685,7 +731,7 @@ class TideflowWorkflow:
         return {
             "id": self._info.workflow_id,
             "run_id": self._info.run_id,
-            "started_at": _iso(self._info.start_time),
+            "started_at": self._started_at,
             "definition": self._definition_name,
             "version": self._definition_version,
         }
