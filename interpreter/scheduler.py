@@ -228,7 +228,15 @@ class Scheduler:
         self._set(state, NodeStatus.FAILED)
         state.output = output
         state.lets_dependents_run = mode in ("continue", "handled")
-        self._ended(node_id, now, satisfied=state.lets_dependents_run, detail=error)
+        # A failure that fails the run tells its dependents nothing: they never ran because the
+        # run ended, so they are cancelled with the rest, not reported as skipped.
+        self._ended(
+            node_id,
+            now,
+            satisfied=state.lets_dependents_run,
+            detail=error,
+            propagate=mode != "fail",
+        )
 
     def node_cancelled(self, node_id: str, now: str) -> None:
         """A node was stopped because the run ended."""
@@ -318,7 +326,7 @@ class Scheduler:
         self._attention.discard(node_id)
         state = self.states[node_id]
         self._set(state, NodeStatus.FAILED)
-        self._ended(node_id, now, satisfied=False, detail=state.error)
+        self._ended(node_id, now, satisfied=False, detail=state.error, propagate=False)
 
     def pending_nodes(self) -> list[str]:
         """Regular nodes that have not ended (for cancelling a failed run's remainder)."""
@@ -386,12 +394,22 @@ class Scheduler:
     ) -> None:
         self.history.append(Transition(now, node_id, str(status), detail))
 
-    def _ended(self, node_id: str, now: str, *, satisfied: bool, detail: str | None = None) -> None:
+    def _ended(
+        self,
+        node_id: str,
+        now: str,
+        *,
+        satisfied: bool,
+        detail: str | None = None,
+        propagate: bool = True,
+    ) -> None:
         self._active.discard(node_id)
         self._record(now, node_id, self.states[node_id].status, detail)
         if self._graph[node_id].handler:
             return
         self._open -= 1
+        if not propagate:
+            return
         work: deque[tuple[str, bool]] = deque([(node_id, satisfied)])
         while work:
             ended, ok = work.popleft()

@@ -188,7 +188,7 @@ class TideflowWorkflow:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         now = self._now()
         for node_id in self._scheduler.pending_nodes():
-            if self._scheduler.status(node_id) in (NodeStatus.READY, NodeStatus.NEEDS_ATTENTION):
+            if self._scheduler.status(node_id) not in (NodeStatus.RUNNING, NodeStatus.WAITING):
                 self._scheduler.node_cancelled(node_id, now)
         failed_node = self._fatal_node
         for node_id in reversed(self._compensations):
@@ -388,6 +388,8 @@ class TideflowWorkflow:
                 retry_policy=_retry_policy(node.retry),
             )
         except ActivityError as e:
+            if isinstance(e.cause, CancelledError):
+                raise asyncio.CancelledError() from None  # the run cancelled it: not a failure
             raise NodeFailure(_activity_message(label, node, e), _attempts(e, node.retry)) from None
         usage = result.usage.model_dump() if result.usage else None
         return result.output, result.attempt, usage
