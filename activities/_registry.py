@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 from temporalio import activity
@@ -138,6 +139,10 @@ def config_error_message(error: ValidationError) -> str:
 def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[..., Any]:
     async def run_node(input: NodeInput) -> NodeResult:
         info = activity.info()
+        span = trace.get_current_span()
+        span.set_attribute("tideflow.node", input.node_id)
+        span.set_attribute("tideflow.node_type", node_type.name)
+        span.set_attribute("tideflow.workflow_id", input.run.workflow_id)
         try:
             raw = RAW_CONFIG_KEYS.get(node_type.name, frozenset())
             resolved = {k: v if k in raw else resolve_secrets(v) for k, v in input.config.items()}

@@ -50,6 +50,7 @@ from interpreter.workflow import (
     WORKFLOW_NAME,
     TideflowWorkflow,
 )
+from starter import telemetry
 
 DEFAULT_ADDRESS = "localhost:7233"
 
@@ -74,6 +75,8 @@ async def connect(
         address or os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS),
         namespace=namespace or os.environ.get("TEMPORAL_NAMESPACE", "default"),
         data_converter=data_converter(settings),
+        interceptors=telemetry.interceptors(),
+        runtime=telemetry.runtime(),
     )
 
 
