@@ -104,6 +104,14 @@ def _flatten(items: list[Any]) -> list[Any]:
     return out
 
 
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise ValueError(f"bool() takes true or false, got {value!r}")
+
+
 def _round(x: float, digits: int = 0) -> float:
     return float(round(x, digits))
 
@@ -132,6 +140,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "lastIndexOf": lambda s, sub: s.rfind(sub),
     "substring": _substring,
     "charAt": lambda s, i: s[i] if 0 <= i < len(s) else "",
+    "matches": lambda s, pattern: re.search(pattern, s) is not None,
+    "bool": _bool,
     "toJson": lambda v: json.dumps(v, sort_keys=True),
     "fromJson": json.loads,
 }
@@ -434,8 +444,8 @@ def _references(source: str, roots: frozenset[str]) -> References:
 
 def _path(source: str) -> tuple[str | int, ...] | None:
     match = _PATH.match(source)
-    if not match:
-        return None
+    if not match or match.group(1) not in ROOT_NAMES:
+        return None  # `true`, `null` and other literals are CEL's to evaluate
     steps: list[str | int] = [match.group(1)]
     for step in _PATH_STEP.finditer(match.group(2)):
         name, dq, sq, number = step.groups()

@@ -26,6 +26,8 @@ class Position:
     column: int
     style: str | None = None
     multiline: bool = False
+    indent: int | None = None
+    """For a block scalar (``|`` or ``>``): the column where its content lines start."""
 
 
 @dataclass(frozen=True, order=True)
@@ -68,10 +70,22 @@ class Document:
     ) -> Problem:
         """A problem located at ``path`` (``offset`` characters into a one-line scalar)."""
         pos = self.position(path, key=key)
-        column = pos.column
+        line, column = pos.line, pos.column
         if offset and not pos.multiline:
             column += offset + (1 if pos.style in ("'", '"') else 0)
-        return Problem(self.file, pos.line, column, message)
+        elif offset and pos.indent is not None and path in self.values:
+            # A block scalar: its content starts on the next line, at its indentation.
+            before = str(self.value_at(path))[:offset]
+            line += 1 + before.count("\n")
+            column = pos.indent + 1 + len(before.rsplit("\n", 1)[-1])
+        return Problem(self.file, line, column, message)
+
+    def value_at(self, path: PathKey) -> Any:
+        """The parsed value at ``path``."""
+        value = self.data
+        for step in path:
+            value = value[step]
+        return value
 
 
 class _Loader(yaml.SafeLoader):
@@ -115,7 +129,7 @@ def parse_yaml(text: str, file: str = "<string>") -> Document:
     if root is None:
         document.problems.append(Problem(file, 1, 1, "the file is empty"))
         return document
-    document.data = _Builder(document, loader).build(root, ())
+    document.data = _Builder(document, loader, text.splitlines()).build(root, ())
     return document
 
 
@@ -137,17 +151,24 @@ def from_data(data: Any, file: str = "<definition>") -> Document:
 
 
 class _Builder:
-    def __init__(self, document: Document, loader: _Loader) -> None:
+    def __init__(self, document: Document, loader: _Loader, lines: list[str]) -> None:
         self.document = document
         self.loader = loader
+        self.lines = lines
 
     def build(self, node: yaml.Node, path: PathKey) -> Any:
         start = node.start_mark
+        style = getattr(node, "style", None)
+        indent = None
+        if style in ("|", ">") and start.line + 1 < len(self.lines):
+            content = self.lines[start.line + 1]
+            indent = len(content) - len(content.lstrip(" "))
         self.document.values[path] = Position(
             start.line + 1,
             start.column + 1,
-            getattr(node, "style", None),
+            style,
             node.end_mark.line != start.line,
+            indent,
         )
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)

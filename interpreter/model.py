@@ -69,7 +69,10 @@ def _as_text(value: Any) -> Any:
 
 
 StrList = Annotated[list[str], BeforeValidator(_str_list)]
-Text = Annotated[str, BeforeValidator(_as_text)]
+Text = Annotated[
+    str, BeforeValidator(_as_text), Field(json_schema_extra={"type": ["string", "number"]})
+]
+"""Text that YAML may have read as a number (``version: 1.0``)."""
 
 
 class _Model(BaseModel):

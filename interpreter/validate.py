@@ -105,6 +105,15 @@ class _Checker:
             definition = Definition.model_validate(top)
         except ValidationError as e:
             self._pydantic(e, (), Definition)
+            # Check the graph anyway, with the keys that failed left out: a typo at the top
+            # must not hide the problems below it.
+            failed = {loc[0] for err in e.errors() if (loc := _clean_loc(err["loc"]))}
+            try:
+                definition = Definition.model_validate(
+                    {k: v for k, v in top.items() if k not in failed}
+                )
+            except ValidationError:
+                definition = None
         spelling = next((k for k in _GRAPH_KEYS if k in data), None)
         if spelling is None:
             self.add((), "no nodes: add tasks: (with depends_on), steps: or nodes: with edges:")

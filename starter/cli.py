@@ -70,17 +70,26 @@ def _parser() -> argparse.ArgumentParser:
     ):
         p = command(name, handler, text)
         p.add_argument("file", metavar="FILE")
-        p.add_argument("--input", "-i", action="append", default=[], metavar="K=V",
-                       help="an input; V is parsed as JSON when it can be")
+        p.add_argument(
+            "--input",
+            "-i",
+            action="append",
+            default=[],
+            metavar="K=V",
+            help="an input; V is parsed as JSON when it can be",
+        )
         p.add_argument("--input-file", metavar="F", help="inputs from a JSON or YAML file")
         if name != "compile":
             p.add_argument("--id", dest="workflow_id", help="workflow id (default slug-random)")
             p.add_argument("--task-queue", help="task queue (default tideflow)")
         if name == "run":
             p.add_argument("--json", action="store_true", help="print the report as JSON")
-            p.add_argument("--embedded", action="store_true",
-                           help="start the embedded server and a worker for this run if no "
-                                "server answers at TEMPORAL_ADDRESS")
+            p.add_argument(
+                "--embedded",
+                action="store_true",
+                help="start the embedded server and a worker for this run if no "
+                "server answers at TEMPORAL_ADDRESS",
+            )
 
     p = command("status", _status, "show a run's live state")
     p.add_argument("workflow_id", metavar="ID")
@@ -91,8 +100,11 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("list", _list, "list recent runs")
     p.add_argument("--definition", help="definition slug, e.g. invoice-processing")
-    p.add_argument("--status", help="running, paused, waiting, needs_attention, completed, "
-                                    "failed, cancelled, terminated, timed_out")
+    p.add_argument(
+        "--status",
+        help="running, paused, waiting, needs_attention, completed, "
+        "failed, cancelled, terminated, timed_out",
+    )
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
 
@@ -124,11 +136,34 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--comment")
     p.add_argument("--by", default=os.environ.get("USER"))
 
-    p = command("emit", _emit, "emit an event: deliver it to waiting runs")
+    p = command(
+        "emit",
+        _emit,
+        "emit an event: deliver it to waiting runs and start the runs "
+        "of definitions with an event trigger of that name",
+    )
     p.add_argument("event", metavar="EVENT")
     p.add_argument("--data", help="JSON payload")
     p.add_argument("--correlation", help="deliver only to runs waiting with this correlation")
-    p.add_argument("--id", dest="workflow_id", help="deliver to this run only")
+    p.add_argument("--id", dest="workflow_id", help="deliver to this run only (starts nothing)")
+    p.add_argument("--key", help="event id: the same key never starts a definition's run twice")
+    _definitions_arg(p)
+
+    p = command("api", _api, "serve the HTTP API (and run the triggers in the background)")
+    _definitions_arg(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--no-triggers", action="store_true", help="do not run the triggers")
+    p.add_argument(
+        "--poll-seconds", type=float, default=2.0, help="how often watched folders are polled"
+    )
+
+    p = command("triggers", _triggers, "run the triggers: sync schedules, watch folders")
+    _definitions_arg(p)
+    p.add_argument(
+        "--poll-seconds", type=float, default=2.0, help="how often watched folders are polled"
+    )
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
 
     p = command("graph", _graph, "print a definition's graph as Mermaid")
     p.add_argument("file", metavar="FILE")
@@ -137,14 +172,28 @@ def _parser() -> argparse.ArgumentParser:
 
     p = command("server", _server, "run the embedded Temporal server (SQLite, Web UI)")
     _server_args(p)
-    p.add_argument("--stop", action="store_true",
-                   help="stop the server that `run --embedded` or `demo` left running")
+    p.add_argument(
+        "--stop",
+        action="store_true",
+        help="stop the server that `run --embedded` or `demo` left running",
+    )
 
     command("worker", _worker, "run a worker (same as python worker.py)")
 
     p = command("dev", _dev, "run the embedded server and a worker together")
     _server_args(p)
+
+    command("demo", _demo, "run the invoice example on three sample invoices")
     return parser
+
+
+def _definitions_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--definitions",
+        metavar="DIR",
+        type=Path,
+        help="folder of definition files (default $TIDEFLOW_DEFINITIONS or examples/)",
+    )
 
 
 def _server_args(p: argparse.ArgumentParser) -> None:
@@ -413,16 +462,83 @@ def _approve(args: argparse.Namespace) -> Any:
 
 
 async def _emit(args: argparse.Namespace) -> int:
-    from starter import client
+    from starter.triggers import deliver_event, new_catalog, start_runs_for_event
 
     payload = _parse_value(args.data) if args.data is not None else None
     temporal = await _connect()
-    delivered = await client.emit_event(
+    # triggers.deliver_event: client.emit_event's broadcast, tolerant of runs ending meanwhile.
+    delivered = await deliver_event(
         temporal, args.event, payload, correlation=args.correlation, workflow_id=args.workflow_id
     )
     print(f"emit {args.event}: delivered to {len(delivered)} run(s)")
     for workflow_id in delivered:
         print(f"  {workflow_id}")
+    if args.workflow_id:
+        return EXIT_OK
+    folder = _definitions_folder(args, required=args.definitions is not None)
+    starts = await start_runs_for_event(
+        temporal, new_catalog(folder), args.event, payload, key=args.key
+    )
+    print(f"emit {args.event}: started {sum(r.new for r in starts.started)} run(s)")
+    for run in starts.started:
+        print(f"  {run.workflow_id} ({run.definition}{'' if run.new else ', started before'})")
+    for refused in starts.refused:
+        print(f"  {refused.definition}: not started: {'; '.join(refused.problems)}")
+    return EXIT_FAILED if starts.refused else EXIT_OK
+
+
+def _definitions_folder(args: argparse.Namespace, *, required: bool = True) -> Path:
+    from starter._catalog import definitions_dir
+
+    folder = definitions_dir(args.definitions)
+    if required and not folder.is_dir():
+        raise _Exit(EXIT_BAD_INPUT, f"{folder}: no such folder (give --definitions DIR)")
+    return folder
+
+
+def _api(args: argparse.Namespace) -> int:
+    import logging
+
+    from starter.api import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    serve(
+        _definitions_folder(args),
+        host=args.host,
+        port=args.port,
+        triggers=not args.no_triggers,
+        poll_seconds=args.poll_seconds,
+    )
+    return EXIT_OK
+
+
+async def _triggers(args: argparse.Namespace) -> int:
+    import logging
+
+    from starter.triggers import TriggerRunner, new_catalog, trigger_summary
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    catalog = new_catalog(_definitions_folder(args))
+    for line in trigger_summary(catalog.entries()) or [f"{catalog.folder}: no triggers"]:
+        print(line)
+    temporal = await _connect()
+
+    async def connected() -> Any:
+        return temporal
+
+    runner = TriggerRunner(catalog, connected, poll_seconds=args.poll_seconds)
+    if args.once:
+        result = await runner.poll_once()
+        for change in result.schedules:
+            print(f"schedule {change.schedule_id}: {change.action} {change.detail}".rstrip())
+        for run in result.started:
+            print(
+                f"{'started' if run.new else 'already started'} {run.workflow_id} for {run.source}"
+            )
+        for error in result.errors:
+            print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILED if result.errors else EXIT_OK
+    await runner.run()
     return EXIT_OK
 
 
@@ -501,6 +617,12 @@ def _dev(args: argparse.Namespace) -> int:
     finally:
         server.stop()
     return EXIT_OK
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from starter.demo import run_demo
+
+    return await run_demo()
 
 
 if __name__ == "__main__":

@@ -25,7 +25,13 @@ from temporalio.client import (
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.converter import DataConverter
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    TerminatedError,
+    TimeoutError,
+)
 
 import activities
 from activities import WorkerSettings
@@ -41,7 +47,7 @@ from interpreter.control import (
     SkipNode,
 )
 from interpreter.inputs import InputError, resolve_inputs
-from interpreter.report import RunReport, RunState
+from interpreter.report import DefinitionRef, RunReport, RunState
 from interpreter.workflow import (
     DEFINITION_KEY,
     RUN_FAILED,
@@ -141,28 +147,32 @@ async def start(
 
 
 async def result(client: Client, workflow_id: str, run_id: str | None = None) -> RunReport:
-    """Wait for a run's report; a failed run's report is taken from its failure."""
+    """Wait for a run's report: a failed run's report is taken from its failure; a cancelled,
+    terminated or refused run gets the report it had so far, with its status and error."""
     handle = client.get_workflow_handle(workflow_id, run_id=run_id, result_type=RunReport)
     try:
-        return await handle.result()
+        report: RunReport = await handle.result()
+        return report
     except WorkflowFailureError as e:
-        report = report_from_failure(e)
-        if report is not None:
-            return report
-        described = await handle.describe()
+        carried = report_from_failure(e)
+        if carried is not None:
+            return carried
         cause = e.cause
-        message = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
-        status = "cancelled" if described.status == WorkflowExecutionStatus.CANCELED else "failed"
-        if described.status in (WorkflowExecutionStatus.CANCELED,):
-            try:
-                partial = await handle.query(TideflowWorkflow.report)
-                return partial.model_copy(update={"status": status, "error": message})
-            except Exception:  # the run may not be queryable (no worker): a minimal report
-                pass
+        message = cause.message if isinstance(cause, FailureError) else str(e)
+        status = {
+            CancelledError: "cancelled",
+            TerminatedError: "terminated",
+            TimeoutError: "timed_out",
+        }.get(type(cause), "failed")
+    try:
+        partial: RunReport = await handle.query(TideflowWorkflow.report)
+        return partial.model_copy(update={"status": status, "error": message})
+    except Exception:  # refused before it ran, or no worker to answer: what we know
+        described = await handle.describe()
         return RunReport(
             workflow_id=workflow_id,
-            run_id=described.run_id or "",
-            definition={"name": "", "version": ""},  # type: ignore[arg-type]
+            run_id=described.run_id,
+            definition=DefinitionRef(name=""),
             status=status,
             error=message,
         )

@@ -14,7 +14,11 @@ def mermaid(definition: Definition) -> str:
     graph = definition.graph()
     for node in graph:
         label = f"{node.id}<br/><small>{node.type}</small>"
-        shape = f'{_ref(node.id)}(["{label}"])' if node.id in handlers else f'{_ref(node.id)}["{label}"]'
+        shape = (
+            f'{_ref(node.id)}(["{label}"])'
+            if node.id in handlers
+            else f'{_ref(node.id)}["{label}"]'
+        )
         lines.append(f"  {shape}")
     for node in graph:
         condition = f"|{_escape(str(node.when))}|" if isinstance(node.when, str) else ""

@@ -1,0 +1,146 @@
+"""Node types for the foundation's tests, registered into ``activities.registry`` on import.
+
+They exercise the workflow's machinery (retries, timeouts, cancellation, parallelism,
+compensation order) with outcomes a test controls exactly. They are real activities run by the
+real worker; what they saw is recorded in module-level tables keyed by workflow id and node id,
+which the tests read back (the worker runs in the test process).
+
+- ``test.echo`` ``{value}`` → ``{value, node}``; every call is appended to :data:`CALLS`.
+- ``test.flaky`` ``{failures, value}`` fails (retryably) ``failures`` times per run and node,
+  then returns ``{value, calls, attempt}``.
+- ``test.permanent`` ``{message}`` always raises ``PermanentNodeError`` (never retried).
+- ``test.sleep`` ``{seconds}`` sleeps while heartbeating; records in-flight counts and
+  cancellations; returns ``{slept}``.
+- ``test.rendezvous`` ``{group, parties, timeout}`` waits until ``parties`` nodes of the same run
+  and group are running at once (proof of parallelism without timing); fails if they never
+  meet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import defaultdict
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from activities import NodeContext, PermanentNodeError, RetryableNodeError, node_type
+
+CALLS: dict[str, list[str]] = defaultdict(list)
+"""Workflow id → node ids of the ``test.echo`` calls, in call order."""
+ATTEMPTS: dict[tuple[str, str], int] = defaultdict(int)
+"""(workflow id, node id) → how many times a flaky or permanent node was called."""
+IN_FLIGHT: dict[tuple[str, str], int] = defaultdict(int)
+"""(workflow id, node id without ``[index]``) → ``test.sleep`` calls running right now."""
+MAX_IN_FLIGHT: dict[tuple[str, str], int] = defaultdict(int)
+"""(workflow id, node id without ``[index]``) → the most ``test.sleep`` calls seen at once."""
+CANCELLED: set[tuple[str, str]] = set()
+"""(workflow id, node id) of ``test.sleep`` calls that were cancelled."""
+_ARRIVED: dict[tuple[str, str], set[str]] = defaultdict(set)
+
+_ITEM_SUFFIX = re.compile(r"\[\d+\]$")
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EchoConfig(_Config):
+    """Config of ``test.echo``."""
+
+    value: Any = None
+    """Any JSON value, returned as it arrived (expressions already evaluated)."""
+
+
+class FlakyConfig(_Config):
+    """Config of ``test.flaky``."""
+
+    failures: int = Field(ge=0, description="attempts that fail before one succeeds")
+    value: Any = None
+
+
+class PermanentConfig(_Config):
+    """Config of ``test.permanent``."""
+
+    message: str = "broken on purpose"
+
+
+class SleepConfig(_Config):
+    """Config of ``test.sleep``."""
+
+    seconds: float = Field(ge=0)
+    heartbeat_every: float = Field(default=0.05, gt=0)
+
+
+class RendezvousConfig(_Config):
+    """Config of ``test.rendezvous``."""
+
+    group: str = "all"
+    parties: int = Field(ge=1)
+    timeout: float = Field(default=10.0, gt=0, description="seconds to wait for the others")
+
+
+def _key(ctx: NodeContext) -> tuple[str, str]:
+    return ctx.run.workflow_id, ctx.node_id
+
+
+@node_type("test.echo", EchoConfig)
+async def echo(config: EchoConfig, ctx: NodeContext) -> dict[str, Any]:
+    """Return the config's value and the node id; record the call."""
+    CALLS[ctx.run.workflow_id].append(ctx.node_id)
+    return {"value": config.value, "node": ctx.node_id}
+
+
+@node_type("test.flaky", FlakyConfig)
+async def flaky(config: FlakyConfig, ctx: NodeContext) -> dict[str, Any]:
+    """Fail ``failures`` times for this run and node, then succeed."""
+    key = _key(ctx)
+    ATTEMPTS[key] += 1
+    calls = ATTEMPTS[key]
+    if calls <= config.failures:
+        raise RetryableNodeError(f"flaky on purpose: call {calls} of {config.failures} failing")
+    return {"value": config.value, "calls": calls, "attempt": ctx.attempt}
+
+
+@node_type("test.permanent", PermanentConfig)
+async def permanent(config: PermanentConfig, ctx: NodeContext) -> None:
+    """Fail with a cause no retry can fix."""
+    ATTEMPTS[_key(ctx)] += 1
+    raise PermanentNodeError(config.message)
+
+
+@node_type("test.sleep", SleepConfig)
+async def sleep(config: SleepConfig, ctx: NodeContext) -> dict[str, Any]:
+    """Sleep ``seconds`` while heartbeating, so a cancellation reaches the node."""
+    gauge = (ctx.run.workflow_id, _ITEM_SUFFIX.sub("", ctx.node_id))
+    IN_FLIGHT[gauge] += 1
+    MAX_IN_FLIGHT[gauge] = max(MAX_IN_FLIGHT[gauge], IN_FLIGHT[gauge])
+    deadline = time.monotonic() + config.seconds
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            ctx.heartbeat()
+            await asyncio.sleep(min(left, config.heartbeat_every))
+    except asyncio.CancelledError:
+        CANCELLED.add(_key(ctx))
+        raise
+    finally:
+        IN_FLIGHT[gauge] -= 1
+    return {"slept": config.seconds}
+
+
+@node_type("test.rendezvous", RendezvousConfig)
+async def rendezvous(config: RendezvousConfig, ctx: NodeContext) -> dict[str, Any]:
+    """Wait until ``parties`` nodes of this run and group are running at the same time."""
+    arrived = _ARRIVED[(ctx.run.workflow_id, config.group)]
+    arrived.add(ctx.node_id)
+    deadline = time.monotonic() + config.timeout
+    while len(arrived) < config.parties:
+        if time.monotonic() > deadline:
+            raise PermanentNodeError(
+                f"rendezvous {config.group!r}: only {sorted(arrived)} of {config.parties} "
+                f"parties were running at once"
+            )
+        await asyncio.sleep(0.01)
+    return {"group": config.group, "met": sorted(arrived)}
