@@ -18,11 +18,13 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 
 
 class InputError(ValueError):
-    """Inputs that do not fit the definition; ``problems`` names each field."""
+    """Inputs that do not fit the definition: ``fields`` pairs each input's name with what is
+    wrong with it; ``problems`` reads them as ``input 'name': message``."""
 
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(problems))
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
+        self.fields = fields
+        self.problems = [f"input {name!r}: {message}" for name, message in fields]
+        super().__init__("; ".join(self.problems))
 
 
 def input_type_error(spec: InputSpec, value: Any) -> str | None:
@@ -45,13 +47,13 @@ def resolve_inputs(definition: Definition, given: dict[str, Any]) -> dict[str, A
     """
     if not definition.inputs:
         return dict(given)
-    problems: list[str] = []
+    problems: list[tuple[str, str]] = []
     resolved: dict[str, Any] = {}
     for name in given:
         if name not in definition.inputs:
             close = difflib.get_close_matches(name, list(definition.inputs), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"input {name!r}: not declared by this workflow{hint}")
+            problems.append((name, f"not declared by this workflow{hint}"))
     for name, spec in definition.inputs.items():
         if name in given:
             value = given[name]
@@ -59,7 +61,7 @@ def resolve_inputs(definition: Definition, given: dict[str, Any]) -> dict[str, A
                 value = float(value)  # CEL keeps int and double apart; a number is a double
             problem = input_type_error(spec, value)
             if problem:
-                problems.append(f"input {name!r}: {problem}")
+                problems.append((name, problem))
             resolved[name] = value
         elif spec.default is not None:
             value = spec.default
@@ -67,7 +69,7 @@ def resolve_inputs(definition: Definition, given: dict[str, Any]) -> dict[str, A
                 value = float(value)
             resolved[name] = value
         elif spec.required:
-            problems.append(f"input {name!r}: required")
+            problems.append((name, "required"))
     if problems:
         raise InputError(problems)
     return resolved

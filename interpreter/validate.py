@@ -27,10 +27,13 @@ from interpreter.expressions import (
     compile_string,
     iter_expressions,
 )
+from interpreter.inputs import input_type_error
 from interpreter.loader import Document, PathKey, Problem
 from interpreter.model import (
     TRIGGER_NODE_TYPES,
     Definition,
+    DocumentUploadTrigger,
+    EventTrigger,
     Fallback,
     Node,
 )
@@ -527,13 +530,62 @@ class _Checker:
         )
 
     def _inputs(self, definition: Definition) -> None:
-        from interpreter.inputs import input_type_error
-
         for name, spec in definition.inputs.items():
             if spec.default is not None:
                 problem = input_type_error(spec, spec.default)
                 if problem:
                     self.add(("inputs", name, "default"), f"default of input {name!r} {problem}")
+        for index, trigger in enumerate(definition.triggers):
+            self._trigger_inputs(definition, index, trigger)
+
+    def _trigger_inputs(self, definition: Definition, index: int, trigger: Any) -> None:
+        """A trigger's inputs must start a valid run: declared names, right types, and every
+        required input given (by the trigger, or at run time by the event or upload)."""
+        declared = definition.inputs
+        if not declared:
+            return
+        path: PathKey = ("triggers", index)
+        given: dict[str, Any] = dict(getattr(trigger, "inputs", {}) or {})
+        supplied = set(given)
+        if isinstance(trigger, DocumentUploadTrigger):
+            supplied.add(trigger.input)
+            spec = declared.get(trigger.input)
+            if spec is None:
+                self.add(
+                    path,
+                    f"document_upload sets inputs.{trigger.input}, which this workflow "
+                    f"does not declare{_suggest(trigger.input, declared)}",
+                )
+            elif spec.type not in ("string", "any"):
+                self.add(
+                    path,
+                    f"document_upload sets inputs.{trigger.input} to a URI, but it is "
+                    f"declared as {spec.type}",
+                )
+        if isinstance(trigger, EventTrigger):
+            supplied.add("event")
+            if "event" not in declared:
+                self.add(
+                    path,
+                    "an event trigger passes its payload as inputs.event: declare an `event` input",
+                )
+        for name, value in given.items():
+            spec = declared.get(name)
+            if spec is None:
+                self.add(
+                    (*path, "inputs", name),
+                    f"unknown input {name!r}{_suggest(name, declared)}",
+                    key=True,
+                )
+            elif (problem := input_type_error(spec, value)) is not None:
+                self.add((*path, "inputs", name), f"input {name!r} {problem}")
+        for name, spec in declared.items():
+            if spec.required and spec.default is None and name not in supplied:
+                self.add(
+                    path,
+                    f"{trigger.type} trigger starts runs without the required "
+                    f"input {name!r}: give it in the trigger's inputs",
+                )
 
 
 def _raw_ids(data: dict[str, Any]) -> set[str]:

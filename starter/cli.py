@@ -20,8 +20,21 @@ import yaml
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
+def entry() -> None:
+    """The ``tideflow`` console script: :func:`main`, then a hard exit.
+
+    A process that held a Temporal client can abort while the interpreter finalizes
+    (temporalio/sdk-python#300: the core runtime's threads outlive Python's); everything worth
+    keeping is flushed first, so skipping finalization loses nothing.
+    """
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``tideflow`` command."""
+    """Run the ``tideflow`` command line; return its exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -462,12 +475,12 @@ def _approve(args: argparse.Namespace) -> Any:
 
 
 async def _emit(args: argparse.Namespace) -> int:
-    from starter.triggers import deliver_event, new_catalog, start_runs_for_event
+    from starter import client
+    from starter.triggers import new_catalog, start_runs_for_event
 
     payload = _parse_value(args.data) if args.data is not None else None
     temporal = await _connect()
-    # triggers.deliver_event: client.emit_event's broadcast, tolerant of runs ending meanwhile.
-    delivered = await deliver_event(
+    delivered = await client.emit_event(
         temporal, args.event, payload, correlation=args.correlation, workflow_id=args.workflow_id
     )
     print(f"emit {args.event}: delivered to {len(delivered)} run(s)")
@@ -626,4 +639,4 @@ async def _demo(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -23,7 +23,12 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.converter import DataConverter
 from temporalio.exceptions import (
     ApplicationError,
@@ -32,6 +37,7 @@ from temporalio.exceptions import (
     TerminatedError,
     TimeoutError,
 )
+from temporalio.service import RPCError, RPCStatusCode
 
 import activities
 from activities import WorkerSettings
@@ -120,6 +126,21 @@ def new_workflow_id(definition: Definition) -> str:
     return f"{definition.slug}-{secrets.token_hex(4)}"
 
 
+def search_attributes(definition: Definition) -> TypedSearchAttributes:
+    """The search attributes a run of ``definition`` starts with."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(DEFINITION_KEY, definition.slug),
+            SearchAttributePair(VERSION_KEY, definition.display_version),
+        ]
+    )
+
+
+def static_summary(definition: Definition) -> str:
+    """How a run of ``definition`` is titled in the Web UI: name and version."""
+    return f"{definition.display_name} {definition.display_version}".strip()
+
+
 async def start(
     client: Client,
     definition: Definition,
@@ -127,21 +148,24 @@ async def start(
     *,
     workflow_id: str | None = None,
     task_queue: str | None = None,
+    id_reuse_policy: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+    id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.UNSPECIFIED,
 ) -> WorkflowHandle[TideflowWorkflow, RunReport]:
-    """Start a run and return its handle (inputs are checked first)."""
+    """Start a run and return its handle (inputs are checked first).
+
+    With a derived ``workflow_id`` and ``REJECT_DUPLICATE``/``FAIL`` the id is an idempotency
+    key: a second start raises ``WorkflowAlreadyStartedError``.
+    """
     payload = run_input(definition, inputs)
     return await client.start_workflow(
         TideflowWorkflow.run,
         payload,
         id=workflow_id or new_workflow_id(definition),
         task_queue=task_queue or WorkerSettings.from_env().task_queue,
-        search_attributes=TypedSearchAttributes(
-            [
-                SearchAttributePair(DEFINITION_KEY, definition.slug),
-                SearchAttributePair(VERSION_KEY, definition.display_version),
-            ]
-        ),
-        static_summary=f"{definition.display_name} {definition.display_version}".strip(),
+        id_reuse_policy=id_reuse_policy,
+        id_conflict_policy=id_conflict_policy,
+        search_attributes=search_attributes(definition),
+        static_summary=static_summary(definition),
         static_details=definition.description or None,
     )
 
@@ -399,16 +423,22 @@ async def emit_event(
     """Deliver an event to one run, or to every open run (of a definition); return their ids.
 
     A run keeps an event only if one of its ``wait_for_event`` nodes waits for that name (and
-    correlation), so broadcasting is safe.
+    correlation), so broadcasting is safe. A run that ended between the listing and the signal
+    (visibility lags behind) is passed over.
     """
     if workflow_id:
         await emit(client, workflow_id, name, payload, correlation)
         return [workflow_id]
-    query = visibility_query(definition, "running").replace(
-        f' AND ({STATUS_KEY.name} IS NULL OR {STATUS_KEY.name} = "running")', ""
-    )
+    query = f'WorkflowType = "{WORKFLOW_NAME}" AND ExecutionStatus = "Running"'
+    if definition:
+        query += f' AND {DEFINITION_KEY.name} = "{definition}"'
     delivered = []
     async for execution in client.list_workflows(query):
-        await emit(client, execution.id, name, payload, correlation)
+        try:
+            await emit(client, execution.id, name, payload, correlation)
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                continue
+            raise
         delivered.append(execution.id)
     return delivered
