@@ -550,7 +550,9 @@ class TideflowWorkflow:
         """Skip a pending or failed node; downstream nodes see ``output`` if given."""
         self._scheduler.skip(request.node, self._now(), request.output)
         self._launch_ready()
-        return ControlAnswer(node=request.node, status=self._scheduler.status(request.node).value)
+        status = self._scheduler.status(request.node).value
+        later = "it will be skipped when it is reached" if status == "pending" else None
+        return ControlAnswer(node=request.node, status=status, message=later)
 
     @skip_node.validator
     def _validate_skip(self, request: SkipNode) -> None:
