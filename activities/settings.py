@@ -33,8 +33,9 @@ class AISettings(_Section):
     api_key: str | None = None
     model: str | None = None
     """Default model for nodes that do not name one."""
-    local_model: str = "smollm2"
-    """The embedded model used when no endpoint is configured: a known name or a GGUF path."""
+    local_model: str = "qwen2.5-coder-0.5b"
+    """The embedded model used when no endpoint is configured: a known name (``qwen2.5-coder-0.5b``,
+    ``smollm2``) or a GGUF path. See docs/local-models.md for how they compare."""
     request_timeout_seconds: float = 120.0
     schema_repairs: int = 2
     """How many times a reply that does not fit the output schema is asked again."""

@@ -422,15 +422,17 @@ class _Checker:
                     )
         at = config_path if node.config else config_path[:-1]
         for name in _missing_defaults(model, node.config):
-            expression = _default_expression(model, name) or ""
-            if "upstream" in expression and len(node.depends_on) != 1:
+            filled_text = _fill_default(model, name, node.depends_on)
+            if filled_text is None:
+                if _default_is_optional(model, name):
+                    continue
                 self.add(
                     at,
                     f"{node.type} needs config {name!r}: it defaults to the output of the "
                     f"node's only dependency, but {node.id!r} has {len(node.depends_on)}",
                 )
                 continue
-            filled = compile_string(_fill_default(expression, node.depends_on))
+            filled = compile_string(filled_text)
             for used in iter_expressions(filled):
                 for input_name in sorted(used.references.inputs - set(definition.inputs)):
                     if definition.inputs:
@@ -626,7 +628,9 @@ def normalize(definition: Definition, catalog: NodeCatalog | None = None) -> Def
                 deps = graph[node.id].depends_on if node.id in graph else []
                 config = dict(node.config)
                 for name in missing:
-                    config[name] = _fill_default(_default_expression(model, name) or "", deps)
+                    filled = _fill_default(model, name, deps)
+                    if filled is not None:
+                        config[name] = filled
                 update["config"] = config
         nodes.append(node.model_copy(update=update))
     return definition.model_copy(update={spelling: nodes})
@@ -763,11 +767,22 @@ def _missing_defaults(model: type[BaseModel], config: dict[str, Any]) -> list[st
     return out
 
 
-def _fill_default(expression: str, deps: Sequence[str]) -> str:
-    """A default expression with ``upstream`` standing for the node's only dependency."""
-    if len(deps) != 1:
+def _fill_default(model: type[BaseModel], name: str, deps: Sequence[str]) -> str | None:
+    """The default expression of a field, ``upstream`` standing for the node's only
+    dependency; None when it names ``upstream`` and the node has not exactly one."""
+    expression = _default_expression(model, name)
+    if expression is None or not re.search(r"\bupstream\b", expression):
         return expression
+    if len(deps) != 1:
+        return None
     return re.sub(r"\bupstream\b", f'nodes["{deps[0]}"]', expression)
+
+
+def _default_is_optional(model: type[BaseModel], name: str) -> bool:
+    """Whether a field's default expression may simply not apply (the field stays unset)."""
+    info = model.model_fields.get(name)
+    extra = info.json_schema_extra if info is not None else None
+    return isinstance(extra, dict) and bool(extra.get("default_optional"))
 
 
 def _ancestors(order: list[str], graph: dict[str, Node]) -> dict[str, set[str]]:

