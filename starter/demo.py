@@ -40,7 +40,8 @@ def sample_invoices() -> list[Path]:
 
 async def run_demo() -> int:
     """Run the demo; 0 when every run completed."""
-    console = Console()
+    # Wide enough for the table even when the output is a file or a CI log (80 by default).
+    console = Console(width=None if Console().is_terminal else 150)
     settings = WorkerSettings.from_env()
     definition = tideflow.load(EXAMPLE)
     invoices = sample_invoices()
@@ -64,13 +65,14 @@ async def run_demo() -> int:
             console.print(f"[red]{report.workflow_id} failed:[/] {report.error}")
     tokens = sum(r.usage.ai_tokens for r in reports)
     provider = _provider(reports)
-    console.print(f"AI: {provider} · {tokens} tokens in all")
+    console.print(f"AI: {provider} · {tokens} tokens in all", soft_wrap=True)
     database = settings.home.resolve() / "tideflow.db"
     rows = _rows(database)
     if rows is not None:
-        console.print(f"stored in {database} (table invoices: {rows} rows)")
+        console.print(f"stored in {database} (table invoices: {rows} rows)", soft_wrap=True)
     for report in reports:
-        console.print(f"Web UI: {tideflow.web_ui_url(report.workflow_id, report.run_id)}")
+        link = tideflow.web_ui_url(report.workflow_id, report.run_id)
+        console.print(f"Web UI: {link}", soft_wrap=True)
     console.print(
         "The embedded Temporal server keeps running so these links work; "
         "stop it with `tideflow server --stop`."
