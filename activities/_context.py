@@ -70,11 +70,15 @@ class NodeContext:
     scope: dict[str, Any] | None = None
     """inputs, vars, nodes, item, index: only for node types that run user code."""
     usage: Usage | None = None
+    last_heartbeat: tuple[Any, ...] = ()
+    """The details of the node's latest heartbeat (the registry repeats them to keep alive)."""
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _activity_context: contextvars.Context | None = field(default=None, repr=False)
 
     def heartbeat(self, *details: Any) -> None:
-        """Tell Temporal the node is alive; safe to call from a worker thread."""
+        """Tell Temporal the node is alive (with progress ``details`` a retry can read back
+        from ``activity.info().heartbeat_details``); safe to call from a worker thread."""
+        self.last_heartbeat = details
         loop, context = self._loop, self._activity_context
         if loop is None or context is None:
             return

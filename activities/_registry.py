@@ -172,7 +172,7 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             hit = cache.get(cache_key, input.cache_ttl_seconds)
             if hit is not MISSING:
                 return NodeResult(output=hit, attempt=info.attempt, cached=True)
-        heartbeat = asyncio.create_task(_keep_alive(info.heartbeat_timeout))
+        heartbeat = asyncio.create_task(_keep_alive(info.heartbeat_timeout, ctx))
         try:
             if inspect.iscoroutinefunction(node_type.function):
                 output = await node_type.function(config, ctx)
@@ -195,13 +195,14 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
     return activity.defn(name=node_type.name)(run_node)
 
 
-async def _keep_alive(timeout: timedelta | None) -> None:
+async def _keep_alive(timeout: timedelta | None, ctx: NodeContext) -> None:
     """Heartbeat while the node runs, so a dead worker is noticed within the heartbeat timeout
-    (not the whole start-to-close timeout) and a cancellation reaches the node."""
+    (not the whole start-to-close timeout) and a cancellation reaches the node. It repeats the
+    node's own latest heartbeat details, so progress a retry could resume from is kept."""
     interval = min(timeout.total_seconds() / 3, 10.0) if timeout else 10.0
     while True:
-        activity.heartbeat()
         await asyncio.sleep(interval)
+        activity.heartbeat(*ctx.last_heartbeat)
 
 
 def _failure(input: NodeInput, error: Exception, attempt: int) -> ApplicationError:
