@@ -22,8 +22,9 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import cel
@@ -250,38 +251,51 @@ def has_expression(text: str) -> bool:
 
 
 def compile_expression(source: str, offset: int = 0) -> Expression:
-    """Compile one expression; raise :class:`ExpressionError` with the offset of the problem."""
+    """Compile one expression; raise :class:`ExpressionError` with the offset of the problem.
+
+    Compiled forms are cached by source text: a definition is compiled when it is validated
+    and again when it is planned, and many nodes share expressions (``${{ inputs.document }}``).
+    """
     if not source.strip():
         raise ExpressionError("empty expression", offset)
+    compiled = _compile_source(source)
+    if isinstance(compiled, ExpressionError):
+        raise ExpressionError(compiled.message, offset + compiled.offset)
+    return replace(compiled, offset=offset + len(source) - len(source.lstrip()))
+
+
+@lru_cache(maxsize=32_768)
+def _compile_source(source: str) -> Expression | ExpressionError:
+    """The expression compiled at offset 0, or the error it gives (offsets relative to it)."""
     try:
         program = cel.compile(source)
     except (ValueError, RuntimeError) as e:
-        raise _compile_error(source, offset, str(e)) from None
-    offset += len(source) - len(source.lstrip())  # point at the expression, not the blank
+        return _compile_error(source, 0, str(e))
+    at = len(source) - len(source.lstrip())  # point at the expression, not the blank
     variables = set(program.variables())
     for match in _COMPREHENSION_VARS.finditer(source):
         variables.difference_update(g for g in match.groups() if g)
     unknown = sorted(variables - ROOT_NAMES)
     if unknown:
-        raise ExpressionError(
+        return ExpressionError(
             f"unknown name {unknown[0]!r} in expression `{source.strip()}` "
             f"(names start from {', '.join(sorted(ROOT_NAMES - {'secrets'}))})",
-            offset,
+            at,
         )
     for function in program.functions():
         if function[0].isalpha() and function not in KNOWN_FUNCTIONS:
-            raise ExpressionError(
-                f"unknown function {function!r} in expression `{source.strip()}`", offset
+            return ExpressionError(
+                f"unknown function {function!r} in expression `{source.strip()}`", at
             )
     refs = _references(source, frozenset(variables))
     secret = bool(_SECRET_ONLY.match(source))
     if "secrets" in refs.roots and not secret:
-        raise ExpressionError(
+        return ExpressionError(
             "a secret can only be used on its own, as ${{ secrets.NAME }}: "
             "it is resolved on the worker and never enters the workflow",
-            offset,
+            at,
         )
-    return Expression(source, offset, refs, program, _path(source), secret)
+    return Expression(source, 0, refs, program, _path(source), secret)
 
 
 def compile_string(text: str) -> Template | str:

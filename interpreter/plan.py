@@ -3,6 +3,10 @@ node's dependencies, retry policy and timeouts worked out once."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,3 +122,36 @@ def _plan_node(definition: Definition, node: Node, handler: bool) -> PlanNode:
         in_workflow=node.type in WORKFLOW_TYPES,
         scoped=node.type in SCOPED_TYPES,
     )
+
+
+class PlanCache:
+    """Plans by the hash of their definition JSON, so a worker validates and compiles a
+    definition once, not on every run and every replay. A plan is a pure function of its
+    definition, so sharing it between runs cannot change what any run does."""
+
+    def __init__(self, size: int = 64) -> None:
+        self._plans: OrderedDict[str, tuple[Definition, Plan]] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()  # workflow tasks run on several threads
+
+    def get(self, data: dict[str, Any]) -> tuple[Definition, Plan]:
+        """The validated definition and plan of ``data``; raises ``DefinitionError``."""
+        from interpreter import load_data
+
+        key = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+        with self._lock:
+            found = self._plans.get(key)
+            if found is not None:
+                self._plans.move_to_end(key)
+                return found
+        definition = load_data(data, "<workflow input>")
+        made = (definition, compile_plan(definition))
+        with self._lock:
+            self._plans[key] = made
+            while len(self._plans) > self._size:
+                self._plans.popitem(last=False)
+        return made
+
+
+plans = PlanCache()
+"""The worker-wide plan cache the workflow uses."""

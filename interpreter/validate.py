@@ -14,7 +14,7 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -213,7 +213,7 @@ class _Checker:
         self._handlers(definition, by_id, known)
         regular = {i: n for i, n in graph.items() if i not in handlers and i not in triggers}
         order = self._cycles(regular, by_id)
-        ancestors = _ancestors(order, regular) if order is not None else None
+        ancestors = _Ancestry(order, regular) if order is not None else None
         for item in located:
             node = graph.get(item.node.id, item.node)
             if by_id[item.node.id] is not item:
@@ -326,7 +326,7 @@ class _Checker:
         item: _Located,
         known: set[str],
         handlers: set[str],
-        ancestors: dict[str, set[str]] | None,
+        ancestors: _Ancestry | None,
     ) -> None:
         path = item.path
         allowed_extra = set()
@@ -334,7 +334,7 @@ class _Checker:
             allowed_extra |= {"item", "index"}
         if node.id in handlers:
             allowed_extra |= {"error", "failed_node"}
-        upstream = ancestors.get(node.id) if ancestors is not None else None
+        upstream = ancestors.of(node.id) if ancestors is not None else None
         config_path = (*path, "with" if (*path, "with") in self.document.keys else "config")
         self._config(definition, node, config_path, known, handlers, upstream, allowed_extra)
         if isinstance(node.when, str):
@@ -367,7 +367,7 @@ class _Checker:
         config_path: PathKey,
         known: set[str],
         handlers: set[str],
-        upstream: set[str] | None,
+        upstream: _Upstream | None,
         allowed_extra: set[str],
     ) -> None:
         raw = RAW_CONFIG_KEYS.get(_canonical(node.type, self.catalog), frozenset())
@@ -457,7 +457,7 @@ class _Checker:
         node_id: str | None,
         known: set[str],
         handlers: set[str],
-        upstream: set[str] | None,
+        upstream: _Upstream | None,
         allowed_extra: set[str],
     ) -> None:
         for sub_path, text in _strings(value, path):
@@ -488,7 +488,7 @@ class _Checker:
         node_id: str | None,
         known: set[str],
         handlers: set[str],
-        upstream: set[str] | None,
+        upstream: _Upstream | None,
         allowed_extra: set[str],
     ) -> None:
         refs = expression.references
@@ -509,7 +509,7 @@ class _Checker:
                 node_id is not None
                 and upstream is not None
                 and node_id not in handlers
-                and name not in upstream
+                and not upstream(name)
                 and name != node_id
             ):
                 self.add(
@@ -785,20 +785,31 @@ def _default_is_optional(model: type[BaseModel], name: str) -> bool:
     return isinstance(extra, dict) and bool(extra.get("default_optional"))
 
 
-def _ancestors(order: list[str], graph: dict[str, Node]) -> dict[str, set[str]]:
-    """Every node's transitive dependencies (bit sets over the topological order)."""
-    bit = {node_id: 1 << i for i, node_id in enumerate(order)}
-    masks: dict[str, int] = {}
-    for node_id in order:
-        mask = 0
-        for dep in graph[node_id].depends_on:
-            if dep in masks:
-                mask |= masks[dep] | bit[dep]
-        masks[node_id] = mask
-    out: dict[str, set[str]] = {}
-    for node_id, mask in masks.items():
-        out[node_id] = {other for other in order if mask & bit[other]} if mask else set()
-    return out
+_Upstream = Callable[[str], bool]
+"""Whether a node is upstream of (a transitive dependency of) the node being checked."""
+
+
+class _Ancestry:
+    """Every node's transitive dependencies as bit sets over a topological order: built in
+    one pass, asked in constant time per reference (no per-node sets: those are quadratic)."""
+
+    def __init__(self, order: list[str], graph: dict[str, Node]) -> None:
+        self._bit = {node_id: 1 << i for i, node_id in enumerate(order)}
+        self._masks: dict[str, int] = {}
+        for node_id in order:
+            mask = 0
+            for dep in graph[node_id].depends_on:
+                if dep in self._masks:
+                    mask |= self._masks[dep] | self._bit[dep]
+            self._masks[node_id] = mask
+
+    def of(self, node_id: str) -> _Upstream | None:
+        """The upstream test of ``node_id`` (None for nodes outside the graph)."""
+        mask = self._masks.get(node_id)
+        if mask is None:
+            return None
+        bit = self._bit
+        return lambda other: bool(mask & bit.get(other, 0))
 
 
 def _cycles_in(nodes: set[str], graph: dict[str, Node]) -> list[list[str]]:

@@ -31,7 +31,6 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from interpreter import load_data
     from interpreter.control import (
         Approve,
         ControlAnswer,
@@ -46,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from interpreter.model import Definition, Fallback, RetrySpec
     from interpreter.node_io import NodeInput, NodeResult, RunInfo
     from interpreter.node_types import WORKFLOW_TYPE_CONFIGS, ApprovalConfig, WaitForEventConfig
-    from interpreter.plan import Plan, PlanNode, compile_plan
+    from interpreter.plan import Plan, PlanNode, plans
     from interpreter.report import (
         DefinitionRef,
         NodeReport,
@@ -97,8 +96,7 @@ class TideflowWorkflow:
         self._vars: dict[str, Any] = {}
         nodes: list[GraphNode] = []
         try:
-            self._definition = load_data(input.definition, "<workflow input>")
-            self._plan = compile_plan(self._definition)
+            self._definition, self._plan = plans.get(input.definition)
             self._vars = dict(self._definition.vars)
             nodes = [
                 GraphNode(n.id, n.depends_on, "any" if n.join == "any" else "all", n.handler)
@@ -118,6 +116,8 @@ class TideflowWorkflow:
         self._info = workflow.info()
         self._history_limit = input.history_limit
         self._draining = False
+        self._details_due = False
+        self._now_cache: tuple[datetime | None, str] = (None, "")
         resume = input.resume or {}
         self._resumed = bool(resume)
         self._scheduler = (
@@ -626,6 +626,9 @@ class TideflowWorkflow:
     # -- status, search attributes and Web UI details ------------------------------------------
 
     def _refresh_status(self) -> None:
+        """Bring the run status and its search attribute up to date (at once: the upsert's
+        place among the run's commands is part of its history), and the Web UI details once
+        per workflow task, however many nodes changed in it."""
         scheduler = self._scheduler
         if self._fatal is not None or self._status in ("completed", "failed", "cancelled"):
             return
@@ -638,7 +641,10 @@ class TideflowWorkflow:
         else:
             status = "running"
         self._set_status(status)
-        self._set_details()
+        if not self._details_due:
+            # The loop runs this after the task's other work, before the task completes.
+            self._details_due = True
+            asyncio.get_running_loop().call_soon(self._set_details)
 
     def _set_status(self, status: str) -> None:
         if status == self._status:
@@ -651,6 +657,7 @@ class TideflowWorkflow:
             self._status_upserted = True
 
     def _set_details(self) -> None:
+        self._details_due = False
         scheduler = self._scheduler
         counts: dict[str, int] = {}
         for name in ("completed", "failed", "skipped"):
@@ -805,7 +812,11 @@ class TideflowWorkflow:
         return self._plan.nodes[node_id]
 
     def _now(self) -> str:
-        return _iso(workflow.now())
+        # The time only moves between workflow tasks: format it once per value.
+        moment = workflow.now()
+        if moment != self._now_cache[0]:
+            self._now_cache = (moment, _iso(moment))
+        return self._now_cache[1]
 
 
 class _SkipNode(Exception):
