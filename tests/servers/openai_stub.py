@@ -26,6 +26,8 @@ class _Scripted:
     status: int
     body: dict[str, Any]
     delay_seconds: float = 0.0
+    when: str | None = None
+    """Serve this reply only to a request whose JSON holds this text (for parallel nodes)."""
 
 
 @dataclass
@@ -49,10 +51,13 @@ class OpenAIStub:
         model: str | None = None,
         refusal: str | None = None,
         delay_seconds: float = 0.0,
+        when: str | None = None,
     ) -> None:
         """Queue a successful completion (``json_content`` is serialized as the content).
 
-        ``delay_seconds`` holds the answer back, to make the client time out.
+        ``delay_seconds`` holds the answer back, to make the client time out. ``when`` keeps
+        the reply for the first request whose JSON contains that text (the order of parallel
+        nodes' requests is not fixed).
         """
         text = json.dumps(json_content) if json_content is not None else content
         body = {
@@ -74,7 +79,7 @@ class OpenAIStub:
                 "total_tokens": prompt_tokens + completion_tokens,
             },
         }
-        self._push(_Scripted(200, body, delay_seconds))
+        self._push(_Scripted(200, body, delay_seconds, when))
 
     def fail(self, status: int, message: str, *, type: str = "invalid_request_error") -> None:
         """Queue an HTTP error with an OpenAI-style ``{"error": {...}}`` body."""
@@ -99,11 +104,16 @@ class OpenAIStub:
     def _next(self, request: dict[str, Any]) -> _Scripted:
         with self._lock:
             self.requests.append(request)
-            if not self._queue:
+            text = json.dumps(request)
+            item = next(
+                (i for i in self._queue if i.when is None or i.when in text),
+                None,
+            )
+            if item is None:
                 return _Scripted(
                     500, {"error": {"message": "openai_stub: no scripted reply", "type": "stub"}}
                 )
-            item = self._queue.popleft()
+            self._queue.remove(item)
         if item.status == 200 and item.body.get("model") is None:
             item.body = {**item.body, "model": request.get("model", "stub-model")}
         return item
