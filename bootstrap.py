@@ -46,7 +46,7 @@ SYSTEM_PACKAGES = {
 
 
 def main(argv: list[str]) -> int:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (this file runs before any venv exists)
         print(f"Tideflow needs Python 3.11 or newer (this is {sys.version.split()[0]})")
         return 2
     job = argv[0] if argv else "demo"

@@ -76,7 +76,8 @@ async def http_request(config: HttpRequestConfig, ctx: NodeContext) -> dict[str,
     )
     if not ok:
         message = (
-            f"{config.method} {config.url} answered {response.status_code}: {_excerpt(response.text)}"
+            f"{config.method} {config.url} answered {response.status_code}: "
+            f"{_excerpt(response.text)}"
         )
         if response.status_code in _RETRYABLE_STATUS:
             raise RetryableNodeError(message)

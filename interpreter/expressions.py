@@ -29,6 +29,8 @@ from typing import Any
 
 import cel
 
+from interpreter.inputs import json_type
+
 ROOT_NAMES = frozenset(
     {"inputs", "vars", "nodes", "item", "index", "run", "error", "failed_node", "secrets"}
 )
@@ -506,17 +508,8 @@ def _path_error(expression: Expression, walked: str, what: str) -> ExpressionErr
 
 
 def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "an object"
+    kind = {"array": "list"}.get(json_type(value), json_type(value))
+    return kind if kind == "null" else ("an " if kind[0] in "aeiou" else "a ") + kind
 
 
 def _describe(error: Exception) -> str:

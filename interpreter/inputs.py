@@ -75,14 +75,34 @@ def resolve_inputs(definition: Definition, given: dict[str, Any]) -> dict[str, A
     return resolved
 
 
-def _kind(value: Any) -> str:
+def json_type(value: Any) -> str:
+    """The JSON type of a value: null, boolean, number, string, array or object."""
     if value is None:
         return "null"
-    for name, types in _JSON_TYPES.items():
-        if (
-            name != "integer"
-            and isinstance(value, types)
-            and not (isinstance(value, bool) and name != "boolean")
-        ):
-            return f"{name} {value!r}" if name in ("string", "number") else name
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
     return type(value).__name__
+
+
+def var_type_problem(declared: dict[str, Any], name: str, value: Any) -> str | None:
+    """Why ``value`` cannot be assigned to var ``name``: vars keep the JSON type of their
+    declared initial value (``null`` accepts anything)."""
+    if name not in declared:
+        return f"unknown var {name!r}: declare it under vars"
+    initial = declared[name]
+    if initial is None or json_type(initial) == json_type(value):
+        return None
+    return f"var {name!r} holds a {json_type(initial)}, not a {json_type(value)}"
+
+
+def _kind(value: Any) -> str:
+    kind = json_type(value)
+    return f"{kind} {value!r}" if kind in ("string", "number") else kind

@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
         SkipNode,
     )
     from interpreter.expressions import ExpressionError, evaluate, truthy
-    from interpreter.inputs import InputError, resolve_inputs
+    from interpreter.inputs import InputError, resolve_inputs, var_type_problem
     from interpreter.model import Definition, Fallback, RetrySpec
     from interpreter.node_io import NodeInput, NodeResult, RunInfo
     from interpreter.node_types import WORKFLOW_TYPE_CONFIGS, ApprovalConfig, WaitForEventConfig
@@ -425,7 +425,7 @@ class TideflowWorkflow:
 
     def _set(self, node: PlanNode, values: dict[str, Any]) -> dict[str, Any]:
         for name, value in values.items():
-            problem = _var_type_problem(self._definition_vars, name, value)
+            problem = var_type_problem(self._definition_vars, name, value)
             if problem:
                 raise NodeFailure(f"node {node.id!r}: {problem}")
         self._vars.update(values)
@@ -581,7 +581,7 @@ class TideflowWorkflow:
         if not request.values:
             raise ValueError("no values given")
         for name, value in request.values.items():
-            _reject_if(_var_type_problem(self._definition_vars, name, value))
+            _reject_if(var_type_problem(self._definition_vars, name, value))
 
     @workflow.update
     def approve(self, request: Approve) -> ControlAnswer:
@@ -882,27 +882,4 @@ def _add_usage(total: dict[str, Any] | None, usage: dict[str, Any] | None) -> di
         out["cost_usd"] = float(out.get("cost_usd") or 0.0) + float(usage["cost_usd"])
     return out
 
-
-_JSON_KIND: dict[type, str] = {bool: "boolean", str: "string", list: "array", dict: "object"}
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    return _JSON_KIND.get(type(value), type(value).__name__)
-
-
-def _var_type_problem(declared: dict[str, Any], name: str, value: Any) -> str | None:
-    """Why ``value`` cannot be assigned to var ``name`` (declared by its initial value)."""
-    if name not in declared:
-        return f"unknown var {name!r}: declare it under vars"
-    initial = declared[name]
-    if initial is None:
-        return None
-    if _kind(initial) != _kind(value):
-        return f"var {name!r} holds a {_kind(initial)}, not a {_kind(value)}"
     return None

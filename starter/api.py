@@ -38,7 +38,7 @@ from temporalio.service import RPCError, RPCStatusCode
 import activities
 from activities import WorkerSettings
 from interpreter import Definition, DefinitionError, Problem, load_data, load_string
-from interpreter.control import ControlAnswer
+from interpreter.control import Approve, ControlAnswer, RetryNode, SetVars, SkipNode
 from interpreter.inputs import InputError, resolve_inputs
 from interpreter.model import DocumentUploadTrigger
 from interpreter.report import RunReport, RunState
@@ -218,17 +218,6 @@ class RunStarted(BaseModel):
     document: str | None = Field(default=None, description="the saved upload's path")
 
 
-class RunSummaryOut(BaseModel):
-    """One run of ``GET /runs``."""
-
-    workflow_id: str
-    run_id: str
-    definition: str
-    version: str
-    status: str
-    started_at: str
-
-
 class RunStateOut(RunState):
     """The live state of a run (the ``state`` query)."""
 
@@ -246,34 +235,6 @@ class ControlOut(ControlAnswer):
     """What the run answered to an update."""
 
     workflow_id: str
-
-
-class SkipRequest(BaseModel):
-    """Skip a pending or failed node."""
-
-    node: str
-    output: Any = None
-
-
-class RetryRequest(BaseModel):
-    """Run a node that needs attention again."""
-
-    node: str
-
-
-class VarsRequest(BaseModel):
-    """Change a run's vars."""
-
-    values: dict[str, Any]
-
-
-class ApproveRequest(BaseModel):
-    """Answer an approval node."""
-
-    node: str
-    approved: bool = True
-    comment: str | None = None
-    by: str | None = None
 
 
 class EventRequest(BaseModel):
@@ -700,7 +661,7 @@ def _routes(app: FastAPI) -> None:
             definition = load_data(body.definition, "<request>", activities.registry)
         return await _start(runtime, temporal, definition, body.inputs, body.workflow_id)
 
-    @app.get("/runs", response_model=list[RunSummaryOut], responses=_ERRORS, tags=["runs"])
+    @app.get("/runs", response_model=list[tideflow.RunSummary], responses=_ERRORS, tags=["runs"])
     async def list_runs(
         temporal: Temporal,
         definition: Annotated[str | None, Query(description="a definition slug")] = None,
@@ -709,7 +670,7 @@ def _routes(app: FastAPI) -> None:
             Query(description="running, paused, waiting, needs_attention, completed, failed, …"),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    ) -> list[dict[str, Any]]:
+    ) -> list[tideflow.RunSummary]:
         """Recent runs, newest first."""
         try:
             runs = await tideflow.list_runs(
@@ -721,7 +682,7 @@ def _routes(app: FastAPI) -> None:
                 "invalid request",
                 [FieldProblem(field="status", message=str(e), text=f"status: {e}")],
             ) from None
-        return [run.__dict__ for run in runs]
+        return runs
 
     @app.get("/runs/{workflow_id}", response_model=RunStateOut, responses=_ERRORS, tags=["runs"])
     async def run_state(workflow_id: str, temporal: Temporal) -> RunStateOut:
@@ -794,7 +755,7 @@ def _routes(app: FastAPI) -> None:
     @app.post(
         "/runs/{workflow_id}/skip", response_model=ControlOut, responses=_ERRORS, tags=["control"]
     )
-    async def skip(workflow_id: str, body: SkipRequest, temporal: Temporal) -> ControlOut:
+    async def skip(workflow_id: str, body: SkipNode, temporal: Temporal) -> ControlOut:
         """Skip a pending or failed node; downstream nodes see ``output``."""
         answer = await tideflow.skip(temporal, workflow_id, body.node, body.output)
         return _answer(workflow_id, answer)
@@ -802,14 +763,14 @@ def _routes(app: FastAPI) -> None:
     @app.post(
         "/runs/{workflow_id}/retry", response_model=ControlOut, responses=_ERRORS, tags=["control"]
     )
-    async def retry(workflow_id: str, body: RetryRequest, temporal: Temporal) -> ControlOut:
+    async def retry(workflow_id: str, body: RetryNode, temporal: Temporal) -> ControlOut:
         """Run a node that needs attention again."""
         return _answer(workflow_id, await tideflow.retry(temporal, workflow_id, body.node))
 
     @app.post(
         "/runs/{workflow_id}/vars", response_model=ControlOut, responses=_ERRORS, tags=["control"]
     )
-    async def set_vars(workflow_id: str, body: VarsRequest, temporal: Temporal) -> ControlOut:
+    async def set_vars(workflow_id: str, body: SetVars, temporal: Temporal) -> ControlOut:
         """Change a run's vars (type-checked against their declared values)."""
         return _answer(workflow_id, await tideflow.set_vars(temporal, workflow_id, body.values))
 
@@ -819,7 +780,7 @@ def _routes(app: FastAPI) -> None:
         responses=_ERRORS,
         tags=["control"],
     )
-    async def approve(workflow_id: str, body: ApproveRequest, temporal: Temporal) -> ControlOut:
+    async def approve(workflow_id: str, body: Approve, temporal: Temporal) -> ControlOut:
         """Approve or reject a waiting approval node."""
         answer = await tideflow.approve(
             temporal, workflow_id, body.node, body.approved, body.comment, body.by

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,27 +123,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     for name, handler, text in (
-        ("pause", _pause, "let running nodes finish and start nothing new"),
-        ("resume", _resume, "resume a paused run"),
-        ("cancel", _cancel, "cancel a run (running nodes are cancelled, compensations run)"),
+        ("pause", partial(_control, action="pause"), "let running nodes finish, start nothing new"),
+        ("resume", partial(_control, action="resume"), "resume a paused run"),
+        ("cancel", partial(_control, action="cancel"), "cancel a run (compensations run)"),
     ):
         p = command(name, handler, text)
         p.add_argument("workflow_id", metavar="ID")
 
-    p = command("skip", _skip, "skip a pending or failed node")
+    p = command("skip", partial(_control, action="skip"), "skip a pending or failed node")
     p.add_argument("workflow_id", metavar="ID")
     p.add_argument("node", metavar="NODE")
     p.add_argument("--output", help="JSON output for downstream nodes to see")
 
-    p = command("retry", _retry, "run a node that needs attention again")
+    p = command("retry", partial(_control, action="retry"), "run a node that needs attention again")
     p.add_argument("workflow_id", metavar="ID")
     p.add_argument("node", metavar="NODE")
 
-    p = command("set", _set, "change a run's vars")
+    p = command("set", partial(_control, action="set"), "change a run's vars")
     p.add_argument("workflow_id", metavar="ID")
     p.add_argument("values", nargs="+", metavar="K=V")
 
-    p = command("approve", _approve, "approve (or --reject) an approval node")
+    p = command(
+        "approve", partial(_control, action="approve"), "approve (or --reject) an approval node"
+    )
     p.add_argument("workflow_id", metavar="ID")
     p.add_argument("node", metavar="NODE")
     p.add_argument("--reject", action="store_true")
@@ -408,7 +411,7 @@ async def _list(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise _Exit(EXIT_BAD_INPUT, str(e)) from None
     if args.json:
-        _print_json([run.__dict__ for run in runs])
+        _print_json([run.model_dump() for run in runs])
         return EXIT_OK
     from starter.progress import print_runs
 
@@ -444,34 +447,6 @@ async def _control(args: argparse.Namespace, action: str) -> int:
         raise _Exit(EXIT_FAILED, f"{action} failed: {getattr(e, 'message', None) or e}") from None
     print(f"{action}: ok")
     return EXIT_OK
-
-
-def _pause(args: argparse.Namespace) -> Any:
-    return _control(args, "pause")
-
-
-def _resume(args: argparse.Namespace) -> Any:
-    return _control(args, "resume")
-
-
-def _cancel(args: argparse.Namespace) -> Any:
-    return _control(args, "cancel")
-
-
-def _skip(args: argparse.Namespace) -> Any:
-    return _control(args, "skip")
-
-
-def _retry(args: argparse.Namespace) -> Any:
-    return _control(args, "retry")
-
-
-def _set(args: argparse.Namespace) -> Any:
-    return _control(args, "set")
-
-
-def _approve(args: argparse.Namespace) -> Any:
-    return _control(args, "approve")
 
 
 async def _emit(args: argparse.Namespace) -> int:

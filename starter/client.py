@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -294,9 +294,8 @@ async def _update(client: Client, workflow_id: str, update: Any, request: Any) -
     return answer
 
 
-@dataclass(frozen=True)
-class RunSummary:
-    """One line of ``tideflow list``."""
+class RunSummary(BaseModel):
+    """One line of ``tideflow list`` (and of the HTTP API's ``GET /runs``)."""
 
     workflow_id: str
     run_id: str

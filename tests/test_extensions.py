@@ -18,7 +18,7 @@ def _install_extension(site: Path) -> None:
     package.mkdir()
     (package / "__init__.py").write_text(
         textwrap.dedent(
-            '''
+            """
             from pydantic import BaseModel, ConfigDict
 
             from activities import node_type
@@ -32,7 +32,7 @@ def _install_extension(site: Path) -> None:
             @node_type("hello.greet", HelloConfig, aliases=["greet"])
             async def greet(config, ctx):
                 return {"greeting": f"hello {config.name}"}
-            '''
+            """
         )
     )
     info = site / "tideflow_hello-0.1.dist-info"
