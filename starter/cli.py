@@ -334,6 +334,7 @@ async def _start(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    from activities import WorkerSettings
     from starter import client
     from starter.progress import follow
 
@@ -344,6 +345,13 @@ async def _run(args: argparse.Namespace) -> int:
         handle = await client.start(
             temporal, definition, inputs, workflow_id=args.workflow_id, task_queue=args.task_queue
         )
+        queue = args.task_queue or WorkerSettings.from_env().task_queue
+        if not await client.has_workers(temporal, queue):
+            print(
+                f"note: no worker polls task queue {queue!r}: the run waits until one does "
+                f"(start one with `tideflow worker`, or use `tideflow run --embedded`)",
+                file=sys.stderr,
+            )
         if not args.json:
             print(f"started {handle.id}", file=sys.stderr)
             await follow(temporal, handle.id, definition)

@@ -12,10 +12,14 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -189,7 +193,11 @@ async def result(client: Client, workflow_id: str, run_id: str | None = None) ->
             TimeoutError: "timed_out",
         }.get(type(cause), "failed")
     try:
-        partial: RunReport = await handle.query(TideflowWorkflow.report)
+        # A closed run answers queries only through a worker (it replays the history): with
+        # none polling, give up soon and say what we know.
+        partial: RunReport = await handle.query(
+            TideflowWorkflow.report, rpc_timeout=timedelta(seconds=5)
+        )
         return partial.model_copy(update={"status": status, "error": message})
     except Exception:  # refused before it ran, or no worker to answer: what we know
         described = await handle.describe()
@@ -219,6 +227,18 @@ async def run(
     """Start a run and wait for its report."""
     handle = await start(client, definition, inputs, **options)
     return await result(client, handle.id, handle.result_run_id)
+
+
+async def has_workers(client: Client, task_queue: str) -> bool:
+    """Whether a worker polled ``task_queue`` for workflow tasks recently."""
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    return bool(response.pollers)
 
 
 async def status(client: Client, workflow_id: str) -> RunState:

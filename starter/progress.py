@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from rich.console import Console
@@ -67,7 +68,10 @@ async def _state(handle: Any) -> RunState | None:
     from interpreter.workflow import TideflowWorkflow
 
     try:
-        state: RunState = await handle.query(TideflowWorkflow.state)
+        # Short: a run no worker has picked up yet cannot answer, and the result may come first.
+        state: RunState = await handle.query(
+            TideflowWorkflow.state, rpc_timeout=timedelta(seconds=POLL_SECONDS * 4)
+        )
         return state
     except Exception:  # not started yet, or already closed: the result will tell
         return None

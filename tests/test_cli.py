@@ -378,3 +378,38 @@ async def test_list(cli: Cli, tideflow: Tideflow) -> None:
     assert completed.json() == []
     assert bad.code == 2
     assert "unknown status 'sleepy'" in bad.stderr
+
+
+async def test_run_warns_when_no_worker_polls_the_task_queue(
+    cli: Cli, tideflow: Tideflow, tmp_path: Path
+) -> None:
+    file = write(tmp_path, "greet.yaml", GREET)
+    queue = f"nobody-polls-{uuid.uuid4().hex[:6]}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "starter.cli",
+        "run",
+        str(file),
+        "-i",
+        "who=x",
+        "--task-queue",
+        queue,
+        cwd=REPO,
+        env={**os.environ, **cli.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    while not any(line.startswith("started ") for line in lines):
+        line = await asyncio.wait_for(process.stderr.readline(), 30)
+        assert line, "".join(lines)
+        lines.append(line.decode())
+    assert lines[0] == (
+        f"note: no worker polls task queue {queue!r}: the run waits until one does "
+        "(start one with `tideflow worker`, or use `tideflow run --embedded`)\n"
+    )
+    workflow_id = lines[-1].split()[1]
+    await tideflow.client.get_workflow_handle(workflow_id).terminate("test over")
+    assert await asyncio.wait_for(process.wait(), 30) == 1
