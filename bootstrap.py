@@ -83,7 +83,7 @@ def ensure_python_packages(extras: str, no_deps: list[str]) -> None:
     key = digest.hexdigest()
     done = STAMP.read_text().splitlines() if STAMP.exists() else []
     done = [line for line in done if line.startswith(key)]
-    pip = [str(BIN / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    pip = [str(BIN / "python"), "-m", "pip", "install", "-qq", "--disable-pip-version-check"]
     wanted = f"{key} .[{extras}]" if extras else f"{key} ."
     if wanted not in done and f"{key} .[test]" not in done:
         print(f"installing tideflow{f'[{extras}]' if extras else ''} into .venv", flush=True)

@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from activities import WorkerResources, WorkerSettings, registry
 from activities.settings import DocumentsSettings
 from interpreter.node_io import NodeInput, RunInfo
 from tests.nodes import run_node
+from tests.servers._quiet_http import QuietHTTPServer
 from tests.servers.s3 import S3Server
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "documents"
@@ -671,7 +672,7 @@ def http_files() -> Iterator[HttpFiles]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = QuietHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -15,10 +15,12 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
+
+from tests.servers._quiet_http import QuietHTTPServer
 
 
 @dataclass
@@ -168,7 +170,7 @@ def _handler(stub: OpenAIStub) -> type[BaseHTTPRequestHandler]:
 def openai_stub() -> Iterator[OpenAIStub]:
     """The stub server on 127.0.0.1 (a free port); ``base_url`` ends in ``/v1``."""
     stub = OpenAIStub()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(stub))
+    server = QuietHTTPServer(("127.0.0.1", 0), _handler(stub))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="openai-stub", daemon=True)
     thread.start()
