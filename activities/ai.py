@@ -332,9 +332,12 @@ def entity_schema(names: list[str], *, bounded: bool) -> dict[str, Any]:
     not take it).
     """
 
-    def text(date: bool = False) -> dict[str, Any]:
+    def value(name: str) -> dict[str, Any]:
+        if _is_amount(name):
+            # A number, not text: "net amount: 4,399.00 EUR" cannot pass for a total.
+            return {"type": ["number", "null"]}
         field: dict[str, Any] = {"type": ["string", "null"]}
-        if date:
+        if _is_date(name):
             field["format"] = "date"
         if bounded:
             field["maxLength"] = _LOCAL_MAX_LENGTH
@@ -346,10 +349,10 @@ def entity_schema(names: list[str], *, bounded: bool) -> dict[str, Any]:
             properties[name] = {
                 "type": "array",
                 "maxItems": _MAX_LIST_ITEMS,
-                "items": _object({field: text() for field in _LINE_ITEM_FIELDS}),
+                "items": _object({field: value(field) for field in _LINE_ITEM_FIELDS}),
             }
         else:
-            properties[name] = text(date=_is_date(name))
+            properties[name] = value(name)
     return _object(properties)
 
 
@@ -372,6 +375,9 @@ def _entity_request(names: list[str]) -> str:
     )
     if dates:
         request += f" Write {', '.join(dates)} as YYYY-MM-DD."
+    amounts = [name for name in names if _is_amount(name)]
+    if amounts:
+        request += f" Write {', '.join(amounts)} as plain numbers, like 1234.5."
     if lists:
         request += (
             f" {', '.join(lists)}: a list with one entry per line of the document "
@@ -387,6 +393,14 @@ def _is_list(name: str) -> bool:
 
 def _is_date(name: str) -> bool:
     return "date" in name.lower()
+
+
+_AMOUNT_WORDS = ("amount", "total", "price", "cost", "tax", "quantity", "qty")
+
+
+def _is_amount(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _AMOUNT_WORDS)
 
 
 def _mapping_schema(mapping: dict[str, str | dict[str, Any]]) -> dict[str, Any]:
