@@ -4,10 +4,9 @@ uploads, events, and the error answers (422, 404, 409, 415, 503)."""
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,10 @@ from openapi_spec_validator import validate as validate_openapi
 from activities import WorkerSettings
 from starter.api import create_app
 from starter.server import free_port
+from tests.polling import eventually
 from tests.servers.tideflow_worker import Tideflow
 from tests.servers.webhook import WebhookServer
 
-DEADLINE = 60.0
 """Longest a test waits for a run to reach a state (a hang guard, not a timing assertion)."""
 
 HELLO = """
@@ -204,21 +203,6 @@ class _serving:
         await self._lifespan.__aexit__(*exc)
 
 
-async def _eventually(
-    probe: Callable[[], Awaitable[Any]], check: Callable[[Any], bool], what: str
-) -> Any:
-    """Poll ``probe`` until ``check`` accepts its value; fail after DEADLINE."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    value = None
-    while loop.time() < deadline:
-        value = await probe()
-        if check(value):
-            return value
-        await asyncio.sleep(0.1)
-    pytest.fail(f"{what}: still {value!r} after {DEADLINE:.0f}s")
-
-
 async def _state(api: httpx.AsyncClient, workflow_id: str) -> dict[str, Any]:
     response = await api.get(f"/runs/{workflow_id}")
     assert response.status_code == 200, response.text
@@ -227,7 +211,7 @@ async def _state(api: httpx.AsyncClient, workflow_id: str) -> dict[str, Any]:
 
 
 async def _wait_status(api: httpx.AsyncClient, workflow_id: str, status: str) -> dict[str, Any]:
-    state: dict[str, Any] = await _eventually(
+    state: dict[str, Any] = await eventually(
         lambda: _state(api, workflow_id), lambda s: s["status"] == status, f"{workflow_id} status"
     )
     return state
@@ -401,7 +385,7 @@ async def test_list_runs_filters_by_definition(api: httpx.AsyncClient) -> None:
         runs: list[dict[str, Any]] = answer.json()
         return runs
 
-    runs = await _eventually(
+    runs = await eventually(
         listed,
         lambda runs: any(
             r["workflow_id"] == workflow_id and r["status"] == "completed" for r in runs
@@ -436,7 +420,7 @@ async def test_pause_resume_set_vars_and_cancel(api: httpx.AsyncClient) -> None:
     }
     paused = await _wait_status(api, workflow_id, "paused")
     assert paused["paused"] is True
-    listed = await _eventually(
+    listed = await eventually(
         lambda: api.get("/runs", params={"definition": "api-gate", "status": "paused"}),
         lambda r: any(run["workflow_id"] == workflow_id for run in r.json()),
         "the paused run in GET /runs?status=paused",

@@ -23,6 +23,7 @@ from temporalio.client import Client
 from interpreter import load_string
 from starter import client as tideflow
 from starter.server import DevServer, free_port
+from tests.polling import eventually
 from tests.servers.webhook import WebhookServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,18 +104,6 @@ async def temporal(server: DevServer) -> AsyncIterator[Client]:
     yield client
 
 
-async def _until(predicate: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()  # type: ignore[operator]
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail("condition not met in time")
-
-
 SLOW_NODE = """
 name: durable
 inputs:
@@ -142,7 +131,7 @@ async def test_a_worker_killed_mid_node_loses_nothing(
     inputs = {"slow_url": webhook_server.url("/slow"), "after_url": webhook_server.url("/after")}
     handle = await tideflow.start(temporal, definition, inputs, task_queue=TASK_QUEUE)
 
-    await _until(lambda: webhook_server.requests_to("/slow"))
+    await eventually(lambda: webhook_server.requests_to("/slow"))
     workers.kill(first)  # the node is mid-request on a worker that is gone
     workers.start()
 
@@ -183,7 +172,7 @@ async def test_the_server_killed_mid_run_loses_nothing(
     handle = await tideflow.start(
         temporal, definition, {"url": webhook_server.url("/after")}, task_queue=TASK_QUEUE
     )
-    await _until(lambda: _status_is(temporal, handle.id, "pause_here", "waiting"), timeout=20)
+    await eventually(lambda: _status_is(temporal, handle.id, "pause_here", "waiting"), timeout=20)
     assert server.process is not None
     server.process.send_signal(signal.SIGKILL)  # the server dies while the timer runs
     server.process.wait()
@@ -228,9 +217,9 @@ async def test_a_paused_run_survives_a_worker_restart_and_resumes_where_it_stopp
     handle = await tideflow.start(
         temporal, definition, {"url": webhook_server.url("/step")}, task_queue=TASK_QUEUE
     )
-    await _until(lambda: webhook_server.requests_to("/step"))
+    await eventually(lambda: webhook_server.requests_to("/step"))
     await tideflow.pause(temporal, handle.id)  # while `first` runs: it finishes, nothing starts
-    await _until(lambda: _status_is(temporal, handle.id, "first", "completed"))
+    await eventually(lambda: _status_is(temporal, handle.id, "first", "completed"))
     state = await tideflow.status(temporal, handle.id)
     assert state.status == "paused" and state.nodes["second"] == "ready"
 

@@ -4,9 +4,7 @@ cancel, the state query and the search attributes an operator filters on."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -14,19 +12,8 @@ import pytest
 from interpreter.workflow import TideflowWorkflow
 from starter import client as api
 from tests import testing_node_types as probes
+from tests.polling import eventually
 from tests.servers.tideflow_worker import Tideflow
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
-    """Poll ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 def named(text: str) -> str:
@@ -52,12 +39,12 @@ async def test_pause_lets_the_running_node_finish_and_starts_nothing_until_resum
 ) -> None:
     handle = await tideflow.start(PAUSE)
     client = tideflow.client
-    await until(lambda: _node_is(client, handle.id, "slow", "running"))
+    await eventually(lambda: _node_is(client, handle.id, "slow", "running"))
     await api.pause(client, handle.id)
 
     state = await tideflow.client.get_workflow_handle(handle.id).query(TideflowWorkflow.state)
     assert state.status == "paused" and state.paused
-    await until(lambda: _node_is(client, handle.id, "slow", "completed"))
+    await eventually(lambda: _node_is(client, handle.id, "slow", "completed"))
     await asyncio.sleep(0.5)  # a paused run starts nothing new
     state = await tideflow.client.get_workflow_handle(handle.id).query(TideflowWorkflow.state)
     assert state.nodes["next"] == "ready"
@@ -89,7 +76,7 @@ async def test_a_paused_run_is_found_by_its_search_attributes(tideflow: Tideflow
     async def found() -> list[str]:
         return [w.id async for w in tideflow.client.list_workflows(query)]
 
-    assert await until(found) == [handle.id]
+    assert await eventually(found) == [handle.id]
     listed = await api.list_runs(tideflow.client, definition=definition.slug, status="paused")
     assert [(r.workflow_id, r.status) for r in listed] == [(handle.id, "paused")]
     await api.resume(tideflow.client, handle.id)
@@ -116,7 +103,7 @@ async def test_retry_after_on_error_pause_runs_the_node_again_and_the_graph_resu
 ) -> None:
     handle = await tideflow.start(ATTENTION)
     client = tideflow.client
-    state = await until(lambda: _state_if(client, handle.id, "needs_attention"))
+    state = await eventually(lambda: _state_if(client, handle.id, "needs_attention"))
     assert state.needs_attention == ["flaky"] and state.nodes["after"] == "pending"
 
     answer = await api.retry(client, handle.id, "flaky")
@@ -152,7 +139,7 @@ async def test_skip_after_on_error_pause_hands_the_given_output_downstream(
     tideflow: Tideflow,
 ) -> None:
     handle = await tideflow.start(SKIPPABLE)
-    await until(lambda: _state_if(tideflow.client, handle.id, "needs_attention"))
+    await eventually(lambda: _state_if(tideflow.client, handle.id, "needs_attention"))
     await api.skip(tideflow.client, handle.id, "broken", {"answer": 42})
     report = await tideflow.result(handle)
     assert report.status == "completed"
@@ -163,7 +150,7 @@ async def test_skip_after_on_error_pause_hands_the_given_output_downstream(
 async def test_a_refused_update_changes_nothing(tideflow: Tideflow) -> None:
     handle = await tideflow.start(ATTENTION)
     client = tideflow.client
-    before = await until(lambda: _state_if(client, handle.id, "needs_attention"))
+    before = await eventually(lambda: _state_if(client, handle.id, "needs_attention"))
     refusals = {
         "unknown node": api.skip(client, handle.id, "nope"),
         "pending node cannot be retried": api.retry(client, handle.id, "after"),
@@ -229,7 +216,7 @@ def approval(timeout: str = "1h", on_timeout: str = "fail") -> str:
 
 async def test_approval_approved_with_a_comment(tideflow: Tideflow) -> None:
     handle = await tideflow.start(approval())
-    state = await until(lambda: _state_if(tideflow.client, handle.id, "waiting"))
+    state = await eventually(lambda: _state_if(tideflow.client, handle.id, "waiting"))
     assert state.waiting == {"review": "approval"}
     await api.approve(tideflow.client, handle.id, "review", True, "looks right", "ana")
     report = await tideflow.result(handle)
@@ -241,7 +228,7 @@ async def test_approval_approved_with_a_comment(tideflow: Tideflow) -> None:
 
 async def test_approval_rejected_fails_the_node_with_the_comment(tideflow: Tideflow) -> None:
     handle = await tideflow.start(approval())
-    await until(lambda: _state_if(tideflow.client, handle.id, "waiting"))
+    await eventually(lambda: _state_if(tideflow.client, handle.id, "waiting"))
     await api.approve(tideflow.client, handle.id, "review", False, "wrong amount")
     report = await tideflow.result(handle)
     assert report.status == "failed"
@@ -283,7 +270,7 @@ async def test_an_event_reaches_only_the_run_waiting_with_its_correlation(
     first = await tideflow.start(text, {"order": "A-1"})
     second = await tideflow.start(text, {"order": "B-2"})
     for handle in (first, second):
-        await until(lambda h=handle: _state_if(tideflow.client, h.id, "waiting"))
+        await eventually(lambda h=handle: _state_if(tideflow.client, h.id, "waiting"))
     delivered = await api.emit_event(
         tideflow.client,
         "payment",
@@ -320,13 +307,13 @@ tasks:
 
 async def test_cancel_cancels_running_nodes_and_runs_compensations(tideflow: Tideflow) -> None:
     handle = await tideflow.start(CANCEL)
-    await until(lambda: _node_is(tideflow.client, handle.id, "long", "running"))
+    await eventually(lambda: _node_is(tideflow.client, handle.id, "long", "running"))
     await api.cancel(tideflow.client, handle.id)
     report = await tideflow.result(handle)
     assert report.status == "cancelled"
     assert report.nodes["long"].status == "cancelled"
     assert report.nodes["unbook"].output == {"value": "undo book", "node": "unbook"}
-    await until(lambda: _cancelled(handle.id, "long"))
+    await eventually(lambda: _cancelled(handle.id, "long"))
 
 
 async def _cancelled(workflow_id: str, node: str) -> bool:

@@ -15,7 +15,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -46,6 +45,7 @@ from starter.triggers import (
     start_runs_for_event,
     sync_schedules,
 )
+from tests.polling import eventually
 from tests.servers.s3 import S3Server
 from tests.servers.tideflow_worker import Tideflow
 
@@ -63,20 +63,6 @@ def _write(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(_yaml(text))
     return path
-
-
-async def _eventually(
-    probe: Callable[[], Awaitable[Any]], check: Callable[[Any], bool], what: str
-) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    value = None
-    while loop.time() < deadline:
-        value = await probe()
-        if check(value):
-            return value
-        await asyncio.sleep(0.1)
-    pytest.fail(f"{what}: still {value!r} after {DEADLINE:.0f}s")
 
 
 # The CLI runs in a child process. It exits through os._exit once main() returned: a short-lived
@@ -227,7 +213,7 @@ async def test_schedules_are_synced_idempotently_and_a_trigger_runs(
     # The schedule starts a run that completes.
     handle = client.get_schedule_handle(nightly)
     await handle.trigger()
-    described = await _eventually(
+    described = await eventually(
         handle.describe, lambda d: bool(d.info.recent_actions), "the triggered action"
     )
     started = described.info.recent_actions[0].action
@@ -405,7 +391,7 @@ async def test_folder_watcher_starts_exactly_one_run_per_file(
     # A restarted watcher that lost its ledger: Temporal refuses the duplicate id.
     forgetful = await runner(ledger=False).poll_once()
     assert [(r.workflow_id, r.new) for r in forgetful.started] == [(workflow_id, False)]
-    runs = await _eventually(lambda: _runs_of(client, slug), bool, "the run in visibility")
+    runs = await eventually(lambda: _runs_of(client, slug), bool, "the run in visibility")
     assert runs == [workflow_id]
 
     # The fresh file starts once it has settled; a changed file is a new document.
@@ -595,7 +581,7 @@ async def test_the_api_runs_the_triggers_in_the_background(
     )
     async with app.router.lifespan_context(app):
         document = _pdf(inbox, "dropped.pdf")
-        runs = await _eventually(
+        runs = await eventually(
             lambda: _runs_of(tideflow.client, slug), bool, "a run started by the API's watcher"
         )
     report = await tideflow_client.result(tideflow.client, runs[0])
