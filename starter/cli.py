@@ -554,19 +554,20 @@ def _schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _server(args: argparse.Namespace) -> int:
-    from starter.server import DevServer, ServerError, data_home
+def _dev_server(args: argparse.Namespace) -> Any:
+    from starter.server import DevServer, data_home
 
-    server = DevServer(
+    return DevServer(
         data_dir=args.data_dir or data_home(),
         port=args.port,
         ui_port=args.ui_port,
         headless=args.headless,
     )
-    if args.stop:
-        stopped = server.stop_background()
-        print("stopped" if stopped else "no background server was running")
-        return EXIT_OK
+
+
+def _start_server(server: Any) -> None:
+    from starter.server import ServerError
+
     try:
         server.start()
     except ServerError as e:
@@ -574,8 +575,17 @@ def _server(args: argparse.Namespace) -> int:
     print(f"Temporal server on {server.address}, data in {server.data_dir}")
     if server.ui_url:
         print(f"Web UI: {server.ui_url}")
+
+
+def _server(args: argparse.Namespace) -> int:
+    server = _dev_server(args)
+    if args.stop:
+        stopped = server.stop_background()
+        print("stopped" if stopped else "no background server was running")
+        return EXIT_OK
+    _start_server(server)
     try:
-        return server.wait()
+        return int(server.wait())
     except KeyboardInterrupt:
         server.stop()
         return EXIT_OK
@@ -590,22 +600,10 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _dev(args: argparse.Namespace) -> int:
     import worker
-    from starter.server import DevServer, ServerError, data_home
 
-    server = DevServer(
-        data_dir=args.data_dir or data_home(),
-        port=args.port,
-        ui_port=args.ui_port,
-        headless=args.headless,
-    )
-    try:
-        server.start()
-    except ServerError as e:
-        raise _Exit(EXIT_FAILED, str(e)) from None
+    server = _dev_server(args)
+    _start_server(server)
     os.environ["TEMPORAL_ADDRESS"] = server.address
-    print(f"Temporal server on {server.address}, data in {server.data_dir}")
-    if server.ui_url:
-        print(f"Web UI: {server.ui_url}")
     try:
         asyncio.run(worker.main())
     except KeyboardInterrupt:
