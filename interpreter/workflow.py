@@ -117,6 +117,7 @@ class TideflowWorkflow:
         self._history_limit = input.history_limit
         self._draining = False
         self._details_due = False
+        self._crash: Exception | None = None
         self._now_cache: tuple[datetime | None, str] = (None, "")
         resume = input.resume or {}
         self._resumed = bool(resume)
@@ -146,10 +147,13 @@ class TideflowWorkflow:
             await workflow.wait_condition(
                 lambda: (
                     self._fatal is not None
+                    or self._crash is not None
                     or self._scheduler.finished
                     or (self._draining and not self._tasks)
                 )
             )
+            if self._crash is not None:
+                raise self._crash
         except asyncio.CancelledError:
             await self._wind_down("run cancelled")
             self._set_status("cancelled")
@@ -241,6 +245,10 @@ class TideflowWorkflow:
             await self._node_failed(node, NodeFailure(f"node {node_id!r}: {e.message}"))
         except NodeFailure as e:
             await self._node_failed(node, e)
+        except Exception as e:
+            # A bug, not a node failure: surface it from the main task so the workflow task
+            # fails and is retried (visible in the Web UI) instead of the node hanging unseen.
+            self._crash = self._crash or e
         finally:
             self._tasks.pop(node_id, None)
             self._launch_ready()
