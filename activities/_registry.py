@@ -27,7 +27,7 @@ from activities._cache import MISSING, NodeCache
 from activities._context import NodeContext, WorkerResources
 from activities._secrets import resolve_secrets
 from activities.errors import NodeConfigError, NodeError
-from interpreter.node_io import NodeInput, NodeResult
+from interpreter.node_io import NodeInput, NodeResult, RunInfo
 from interpreter.node_types import BUILTIN_ALIASES, RAW_CONFIG_KEYS
 
 NodeFunction = Callable[[Any, NodeContext], Any]
@@ -142,21 +142,24 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
         span = trace.get_current_span()
         span.set_attribute("tideflow.node", input.node_id)
         span.set_attribute("tideflow.node_type", node_type.name)
-        span.set_attribute("tideflow.workflow_id", input.run.workflow_id)
+        span.set_attribute("tideflow.workflow_id", info.workflow_id or "")
         try:
             raw = RAW_CONFIG_KEYS.get(node_type.name, frozenset())
             resolved = {k: v if k in raw else resolve_secrets(v) for k, v in input.config.items()}
             config = node_type.config_model.model_validate(resolved)
         except NodeConfigError as e:
-            raise _failure(input, e, info.attempt) from e
+            raise _failure(input, e, info.attempt, node_type.name) from e
         except ValidationError as e:
             raise _failure(
-                input, NodeConfigError(f"bad config: {config_error_message(e)}"), info.attempt
+                input,
+                NodeConfigError(f"bad config: {config_error_message(e)}"),
+                info.attempt,
+                node_type.name,
             ) from e
         ctx = NodeContext(
             node_id=input.node_id,
             node_type=node_type.name,
-            run=input.run,
+            run=RunInfo(workflow_id=info.workflow_id or "", run_id=info.workflow_run_id or ""),
             attempt=info.attempt,
             settings=resources.settings,
             resources=resources,
@@ -183,7 +186,7 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
         except (asyncio.CancelledError, ApplicationError):
             raise
         except Exception as e:
-            raise _failure(input, e, info.attempt) from e
+            raise _failure(input, e, info.attempt, node_type.name) from e
         finally:
             heartbeat.cancel()
         output = to_jsonable_python(output)
@@ -205,14 +208,14 @@ async def _keep_alive(timeout: timedelta | None, ctx: NodeContext) -> None:
         activity.heartbeat(*ctx.last_heartbeat)
 
 
-def _failure(input: NodeInput, error: Exception, attempt: int) -> ApplicationError:
+def _failure(input: NodeInput, error: Exception, attempt: int, node_type: str) -> ApplicationError:
     """Map an exception onto a Temporal failure naming the node; NodeError decides retrying."""
     if isinstance(error, NodeError):
         message, retryable = error.message, error.retryable
     else:
         message, retryable = f"{type(error).__name__}: {error}", True
     return ApplicationError(
-        f"node {input.node_id!r} ({input.node_type}): {message}",
+        f"node {input.node_id!r} ({node_type}): {message}",
         {"attempt": attempt, "node": input.node_id},
         type=type(error).__name__,
         non_retryable=not retryable,

@@ -16,7 +16,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from interpreter.node_io import NodeInput, NodeResult, RunInfo
+    from interpreter.node_io import NodeInput, NodeResult
 
 NOOP_TYPE = "bench.noop"
 HANDWRITTEN_NAME = "BenchHandWritten"
@@ -36,13 +36,11 @@ class HandWritten:
     @workflow.run
     async def run(self, input: HandWrittenInput) -> list[Any]:
         """Call the activity ``input.count`` times."""
-        info = workflow.info()
-        run = RunInfo(workflow_id=info.workflow_id, run_id=info.run_id, definition="hand-written")
 
         async def call(i: int) -> Any:
             result = await workflow.execute_activity(
                 NOOP_TYPE,
-                NodeInput(node_id=f"s{i}", node_type=NOOP_TYPE, config={"value": i}, run=run),
+                NodeInput(node_id=f"s{i}", config={"value": i}),
                 result_type=NodeResult,
                 start_to_close_timeout=timedelta(minutes=10),
                 retry_policy=RetryPolicy(

@@ -13,21 +13,18 @@ from pydantic import BaseModel, Field
 
 
 class RunInfo(BaseModel):
-    """Which run a node belongs to."""
+    """Which run a node belongs to (read from the activity's own info on the worker)."""
 
     workflow_id: str
     run_id: str
-    definition: str
-    version: str = ""
 
 
 class NodeInput(BaseModel):
-    """The single input of every node activity."""
+    """The single input of every node activity. Kept small: it is stored in the history of
+    every node; the node type is the activity's type and the run is in the activity's info."""
 
     node_id: str
-    node_type: str
     config: dict[str, Any] = Field(default_factory=dict)
-    run: RunInfo
     scope: dict[str, Any] | None = None
     """The expression scope (inputs, vars, nodes, item, index), for node types that run user
     code (``code.python``); None for the others, so payloads stay small."""

@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
     from interpreter.expressions import ExpressionError, evaluate, truthy
     from interpreter.inputs import InputError, resolve_inputs, var_type_problem
     from interpreter.model import Definition, Fallback, RetrySpec
-    from interpreter.node_io import NodeInput, NodeResult, RunInfo
+    from interpreter.node_io import NodeInput, NodeResult
     from interpreter.node_types import WORKFLOW_TYPE_CONFIGS, ApprovalConfig, WaitForEventConfig
     from interpreter.plan import Plan, PlanNode, plans
     from interpreter.report import (
@@ -365,18 +365,9 @@ class TideflowWorkflow:
     ) -> tuple[Any, int, dict[str, Any] | None]:
         if node.in_workflow:
             return await self._in_workflow(node, scope, label), 1, None
-        config = evaluate(node.config, scope)
-        run_info = RunInfo(
-            workflow_id=self._info.workflow_id,
-            run_id=self._info.run_id,
-            definition=self._definition_name,
-            version=self._definition_version,
-        )
         node_input = NodeInput(
             node_id=label,
-            node_type=node.type,
-            config=config,
-            run=run_info,
+            config=evaluate(node.config, scope),
             scope=self._full_scope(scope) if node.scoped else None,
             cache_ttl_seconds=node.cache_ttl,
         )

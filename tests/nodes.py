@@ -3,12 +3,13 @@ workflow, through temporalio's ActivityEnvironment."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from temporalio.testing import ActivityEnvironment
 
 from activities import WorkerResources, WorkerSettings, registry
-from interpreter.node_io import NodeInput, NodeResult, RunInfo
+from interpreter.node_io import NodeInput, NodeResult
 
 
 async def run_node(
@@ -37,13 +38,16 @@ async def run_node(
         )
         node_input = NodeInput(
             node_id=node_id,
-            node_type=found.name,
             config=config,
-            run=RunInfo(workflow_id="test-wf", run_id="test-run", definition="test"),
             scope=scope,
             cache_ttl_seconds=cache_ttl_seconds,
         )
-        result: NodeResult = await ActivityEnvironment().run(activity, node_input)
+        environment = ActivityEnvironment()
+        # The run a node belongs to comes from the activity's info, as on a worker.
+        environment.info = replace(
+            environment.info, workflow_id="test-wf", workflow_run_id="test-run"
+        )
+        result: NodeResult = await environment.run(activity, node_input)
         return result
     finally:
         if owned:

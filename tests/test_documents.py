@@ -25,7 +25,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import WorkerResources, WorkerSettings, registry
 from activities.settings import DocumentsSettings
-from interpreter.node_io import NodeInput, RunInfo
+from interpreter.node_io import NodeInput
 from tests.nodes import run_node
 from tests.servers._quiet_http import QuietHTTPServer
 from tests.servers.s3 import S3Server
@@ -284,9 +284,7 @@ async def test_pdf_heartbeats_once_per_page(tmp_path: Path) -> None:
     )
     node_input = NodeInput(
         node_id="parse",
-        node_type="documents.parse",
         config={"source": str(path)},
-        run=RunInfo(workflow_id="wf", run_id="run", definition="test"),
     )
     try:
         result = await env.run(activity, node_input)

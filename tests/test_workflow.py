@@ -24,7 +24,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities import WorkerResources, WorkerSettings, registry
 from interpreter.control import RunInput
 from interpreter.inputs import InputError
-from interpreter.node_io import NodeInput, NodeResult, RunInfo
+from interpreter.node_io import NodeInput, NodeResult
 from interpreter.workflow import TideflowWorkflow
 from starter import client as tideflow_client
 from tests import testing_node_types as nodes
@@ -769,18 +769,13 @@ class HandWrittenSequence:
     @workflow.run
     async def run(self, count: int) -> list[Any]:
         """Run the activities one after another."""
-        info = workflow.info()
         outputs = []
         for i in range(count):
             result = await workflow.execute_activity(
                 "test.echo",
                 NodeInput(
                     node_id=f"n{i}",
-                    node_type="test.echo",
                     config={"value": i},
-                    run=RunInfo(
-                        workflow_id=info.workflow_id, run_id=info.run_id, definition="hand"
-                    ),
                 ),
                 result_type=NodeResult,
                 start_to_close_timeout=timedelta(minutes=10),
