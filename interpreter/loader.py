@@ -88,7 +88,11 @@ class Document:
         return value
 
 
-class _Loader(yaml.SafeLoader):
+# libyaml's parser when PyYAML was built with it (several times faster); marks are the same.
+_Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_Base):  # type: ignore[valid-type,misc]
     """SafeLoader without timestamps and with YAML 1.2 booleans."""
 
 
