@@ -124,7 +124,7 @@ class _Checker:
             self._graph_only(located, data)
             return None
         definition = definition.model_copy(update={spelling: [n.node for n in located]})
-        self._graph(definition, located, _raw_ids(data))
+        self._graph(definition, located, self.raw_ids)
         return definition
 
     def _nodes(self, data: dict[str, Any]) -> list[_Located]:
@@ -154,6 +154,7 @@ class _Checker:
                 except ValidationError as e:
                     self._pydantic(e, path, Node)
                     self.invalid.append((raw, path))
+        self.raw_ids = set(seen)  # every id written, valid node or not
         return out
 
     def _pydantic(self, error: ValidationError, base: PathKey, model: type[BaseModel]) -> None:
@@ -588,17 +589,6 @@ class _Checker:
                     f"{trigger.type} trigger starts runs without the required "
                     f"input {name!r}: give it in the trigger's inputs",
                 )
-
-
-def _raw_ids(data: dict[str, Any]) -> set[str]:
-    ids: set[str] = set()
-    for key in _GRAPH_KEYS:
-        items = data.get(key)
-        if isinstance(items, list):
-            ids.update(
-                i["id"] for i in items if isinstance(i, dict) and isinstance(i.get("id"), str)
-            )
-    return ids
 
 
 def check(

@@ -40,7 +40,7 @@ with workflow.unsafe.imports_passed_through():
         SetVars,
         SkipNode,
     )
-    from interpreter.expressions import ExpressionError, evaluate, truthy
+    from interpreter.expressions import ExpressionError, References, evaluate, truthy
     from interpreter.inputs import InputError, resolve_inputs, var_type_problem
     from interpreter.model import Definition, Fallback, RetrySpec
     from interpreter.node_io import NodeInput, NodeResult
@@ -706,18 +706,21 @@ class TideflowWorkflow:
         self, node: PlanNode, *, error: str | None = None, failed_node: str | None = None
     ) -> dict[str, Any]:
         """What the node's expressions may read; only the nodes they name are included."""
-        refs = node.references
+        scope = self._scope_for(node.references)
+        if node.handler:
+            scope["error"] = error
+            scope["failed_node"] = failed_node
+        return scope
+
+    def _scope_for(self, refs: References) -> dict[str, Any]:
+        """The scope of expressions reading ``refs``: the nodes they name (all if dynamic)."""
         ids = self._scheduler.states if refs.all_nodes else refs.nodes
-        scope: dict[str, Any] = {
+        return {
             "inputs": self._inputs,
             "vars": self._vars,
             "nodes": {i: self._node_view(i) for i in ids if i in self._scheduler.states},
             "run": self._run_view(),
         }
-        if node.handler:
-            scope["error"] = error
-            scope["failed_node"] = failed_node
-        return scope
 
     def _full_scope(self, scope: dict[str, Any]) -> dict[str, Any]:
         """The scope of nodes that run user code: every node that has ended is visible."""
@@ -748,15 +751,7 @@ class TideflowWorkflow:
 
     def _outputs(self) -> dict[str, Any]:
         assert self._plan is not None
-        refs = self._plan.outputs_references
-        ids = self._scheduler.states if refs.all_nodes else refs.nodes
-        scope = {
-            "inputs": self._inputs,
-            "vars": self._vars,
-            "nodes": {i: self._node_view(i) for i in ids if i in self._scheduler.states},
-            "run": self._run_view(),
-        }
-        outputs = evaluate(self._plan.outputs, scope)
+        outputs = evaluate(self._plan.outputs, self._scope_for(self._plan.outputs_references))
         return outputs if isinstance(outputs, dict) else {}
 
     def _report(
