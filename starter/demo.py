@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from activities import WorkerSettings
 from interpreter.report import RunReport
@@ -52,8 +54,8 @@ async def run_demo() -> int:
             await tideflow.start(temporal, definition, {"document": str(path)}) for path in invoices
         ]
         console.print(
-            f"started {len(handles)} runs of [bold]{definition.display_name}[/] "
-            f"{definition.display_version}; extracting with the AI family…"
+            f"started {len(handles)} runs of [bold]{escape(definition.display_name or '')}[/] "
+            f"{escape(definition.display_version)}; extracting with the AI family…"
         )
         reports = await asyncio.gather(
             *(tideflow.result(temporal, h.id, h.result_run_id) for h in handles)
@@ -62,17 +64,19 @@ async def run_demo() -> int:
     console.print(_table(invoices, reports, expected))
     for report in reports:
         if report.status != "completed":
-            console.print(f"[red]{report.workflow_id} failed:[/] {report.error}")
+            console.print(
+                Text.assemble((f"{report.workflow_id} failed: ", "red"), report.error or "")
+            )
     tokens = sum(r.usage.ai_tokens for r in reports)
     provider = _provider(reports)
-    console.print(f"AI: {provider} · {tokens} tokens in all", soft_wrap=True)
+    console.print(Text(f"AI: {provider} · {tokens} tokens in all"), soft_wrap=True)
     database = settings.home.resolve() / "tideflow.db"
     rows = _rows(database)
     if rows is not None:
-        console.print(f"stored in {database} (table invoices: {rows} rows)", soft_wrap=True)
+        console.print(Text(f"stored in {database} (table invoices: {rows} rows)"), soft_wrap=True)
     for report in reports:
         link = tideflow.web_ui_url(report.workflow_id, report.run_id)
-        console.print(f"Web UI: {link}", soft_wrap=True)
+        console.print(Text(f"Web UI: {link}"), soft_wrap=True)
     console.print(
         "The embedded Temporal server keeps running so these links work; "
         "stop it with `tideflow server --stop`."
@@ -91,19 +95,22 @@ def _table(invoices: list[Path], reports: list[RunReport], expected: dict[str, A
         node = report.nodes.get("extract_invoice_data")
         entities = (node.output or {}).get("entities", {}) if node and node.output else {}
         truth = expected.get(path.name, {})
-        cells, right = [], 0
+        cells: list[Text] = []
+        right = 0
         for field in FIELDS:
             got = entities.get(field)
             want = truth.get(field)
             if _same(got, want):
                 right += 1
-                cells.append(f"[green]{_text(got)}[/]")
+                cells.append(Text(_text(got), style="green"))
             else:
-                cells.append(f"[red]{_text(got)}[/] [dim]({_text(want)})[/]")
+                cells.append(Text.assemble((_text(got), "red"), " ", (f"({_text(want)})", "dim")))
         items = entities.get("line_items")
         count = len(items) if isinstance(items, list) else 0
-        status = "" if report.status == "completed" else f" [red]{report.status}[/]"
-        table.add_row(path.name + status, *cells, str(count), f"{right}/{len(FIELDS)}")
+        name = Text(path.name)
+        if report.status != "completed":
+            name.append(f" {report.status}", style="red")
+        table.add_row(name, *cells, str(count), f"{right}/{len(FIELDS)}")
     return table
 
 
