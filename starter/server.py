@@ -8,6 +8,7 @@ restart. Nothing is ever downloaded.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -60,13 +61,39 @@ def _port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+DEFAULT_UI_PORT = 8233
+
+
+def pick_ui_port(preferred: int = DEFAULT_UI_PORT) -> int:
+    """``preferred`` when it is free, else any free port (another server may hold 8233)."""
+    return free_port() if _port_open(preferred) else preferred
+
+
+def server_info_path() -> Path:
+    """``<TIDEFLOW_HOME>/server.json``: the running embedded server's addresses, so links
+    printed by any later command point at its real Web UI."""
+    return data_home() / "server.json"
+
+
+def running_server_info() -> dict[str, object] | None:
+    """What ``server.json`` says (address, ui_url, pid) if its server process is alive."""
+    try:
+        info = json.loads(server_info_path().read_text())
+        pid = int(info["pid"])
+        os.kill(pid, 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
 @dataclass
 class DevServer:
     """A ``temporal server start-dev`` process with SQLite persistence and the Web UI."""
 
     data_dir: Path
     port: int = 7233
-    ui_port: int = 8233
+    ui_port: int | None = None
+    """The Web UI's port; by default 8233, or a free port when 8233 is taken."""
     headless: bool = False
     ip: str = "127.0.0.1"
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
@@ -79,7 +106,11 @@ class DevServer:
     @property
     def ui_url(self) -> str | None:
         """The Web UI's base URL, or None when headless."""
-        return None if self.headless else f"http://localhost:{self.ui_port}"
+        if self.headless:
+            return None
+        if self.ui_port is None:
+            self.ui_port = pick_ui_port()
+        return f"http://localhost:{self.ui_port}"
 
     def command(self) -> list[str]:
         """The ``temporal server start-dev`` command line."""
@@ -110,6 +141,8 @@ class DevServer:
         if self.headless:
             args.append("--headless")
         else:
+            if self.ui_port is None:
+                self.ui_port = pick_ui_port()
             args += ["--ui-port", str(self.ui_port)]
         return args
 
@@ -133,10 +166,28 @@ class DevServer:
                     f"see {self.data_dir / 'temporal-server.log'}"
                 )
             if _port_open(self.port, self.ip):
+                self._write_info()
                 return
             time.sleep(0.1)
         self.stop()
         raise ServerError(f"the Temporal server did not open port {self.port} in {timeout:.0f}s")
+
+    def _write_info(self) -> None:
+        assert self.process is not None
+        info = {"address": self.address, "ui_url": self.ui_url, "pid": self.process.pid}
+        path = server_info_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(info) + "\n")
+        tmp.replace(path)
+
+    def _remove_info(self, pid: int) -> None:
+        """Remove ``server.json`` if it describes the server of process ``pid``."""
+        try:
+            if json.loads(server_info_path().read_text()).get("pid") == pid:
+                server_info_path().unlink()
+        except (OSError, ValueError, AttributeError):
+            pass
 
     @property
     def pid_file(self) -> Path:
@@ -157,6 +208,7 @@ class DevServer:
         except (OSError, ValueError):
             return False
         self.pid_file.unlink(missing_ok=True)
+        self._remove_info(pid)
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -179,6 +231,8 @@ class DevServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process:
+            self._remove_info(self.process.pid)
         self.process = None
 
     def wait(self) -> int:
