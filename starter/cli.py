@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -35,7 +36,11 @@ def entry() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``tideflow`` command line; return its exit code."""
+    """Run the ``tideflow`` command line; return its exit code.
+
+    Every error ends here as one line on stderr and a non-zero exit code, never a traceback
+    (``TIDEFLOW_DEBUG=1`` shows the traceback of an unexpected one).
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
@@ -49,15 +54,108 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except _Exit as e:
+        if e.message:
+            print(e.message, file=sys.stderr)
         return e.code
+    except Exception as e:
+        if os.environ.get("TIDEFLOW_DEBUG") and not _expected(e):
+            raise
+        print(error_line(e, args), file=sys.stderr)
+        return EXIT_FAILED
 
 
 class _Exit(Exception):
+    """Leave with ``code`` after printing ``message`` (one line) on stderr."""
+
     def __init__(self, code: int, message: str | None = None) -> None:
         super().__init__(message)
         self.code = code
-        if message:
-            print(message, file=sys.stderr)
+        self.message = message
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def _expected(error: Exception) -> bool:
+    from temporalio.service import RPCError
+
+    from starter.client import ControlError
+
+    return isinstance(error, RPCError | ControlError)
+
+
+def error_line(error: Exception, args: argparse.Namespace | None = None) -> str:
+    """The one line a user sees for ``error`` raised by a command (``args``: what was asked).
+
+    Temporal's status codes become what they mean for the command: an unknown run, a server
+    that does not answer, credentials it refuses.
+    """
+    from temporalio.client import WorkflowQueryFailedError
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from starter.client import ControlError
+
+    command = getattr(args, "command", None) or "tideflow"
+    workflow_id = getattr(args, "workflow_id", None)
+    if isinstance(error, ControlError):
+        return f"{command}: {error}"
+    if isinstance(error, WorkflowAlreadyStartedError):
+        return f"{command}: a run with id {error.workflow_id!r} already exists"
+    if isinstance(error, WorkflowQueryFailedError):
+        return f"{command}: the run could not answer: {_first_line(str(error))}"
+    if not isinstance(error, RPCError):
+        return f"{command}: {type(error).__name__}: {_first_line(str(error))}"
+    message = _first_line(error.message) or error.status.name.lower()
+    status = error.status
+    if status in (RPCStatusCode.UNAUTHENTICATED, RPCStatusCode.PERMISSION_DENIED):
+        return f"{command}: not allowed: {message}"
+    if status == RPCStatusCode.NOT_FOUND:
+        if workflow_id and "namespace" not in message.lower() and "not found" in message:
+            namespace = os.environ.get("TEMPORAL_NAMESPACE", "default")
+            return f"{command}: no run {workflow_id!r} in namespace {namespace!r}"
+        return f"{command}: {message}"
+    if status == RPCStatusCode.UNAVAILABLE:
+        return f"{command}: Temporal at {_address()} is unavailable: {message}"
+    if status == RPCStatusCode.DEADLINE_EXCEEDED:
+        return f"{command}: Temporal did not answer in time: {message}"
+    return f"{command}: {message} ({status.name})"
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def _address() -> str:
+    from starter import client
+
+    return os.environ.get("TEMPORAL_ADDRESS", client.DEFAULT_ADDRESS)
+
+
+def connect_failure(error: BaseException, address: str) -> str:
+    """The one line for a failed connection (the SDK's message is a Rust error dump)."""
+    text = str(error)
+    lowered = text.lower()
+    status = re.search(r"code: (\w+), message: \"((?:[^\"\\]|\\.)*)\"", text)
+    if status and status.group(1) in ("Unauthenticated", "PermissionDenied"):
+        return f"not allowed: Temporal at {address} refused the connection: {status.group(2)}"
+    if status:
+        return f"cannot use Temporal at {address}: {status.group(2)} ({status.group(1)})"
+    reasons = (
+        ("connection refused", "nothing is listening there"),
+        ("dns error", "unknown host"),
+        ("failed to lookup address", "unknown host"),
+        ("certificate", "TLS certificate problem"),
+        ("tls", "TLS handshake failed"),
+        ("timed out", "timed out"),
+        ("connection reset", "the connection was reset"),
+    )
+    reason = next((why for needle, why in reasons if needle in lowered), _first_line(text))
+    return (
+        f"cannot reach Temporal at {address}: {reason} "
+        "(start one with `tideflow dev`, or set TEMPORAL_ADDRESS)"
+    )
 
 
 # --- arguments -------------------------------------------------------------------------------
@@ -71,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, handler: Any, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=handler, command=name)
         return p
 
     p = command("validate", _validate, "check definition files; print FILE:LINE:COL: problems")
@@ -96,7 +194,21 @@ def _parser() -> argparse.ArgumentParser:
         if name != "compile":
             p.add_argument("--id", dest="workflow_id", help="workflow id (default slug-random)")
             p.add_argument("--task-queue", help="task queue (default tideflow)")
+            p.add_argument(
+                "--upload",
+                action="store_true",
+                help="copy inputs that name local files to the payload store (done anyway "
+                "when the worker runs on another machine); otherwise they become file:// URIs",
+            )
         if name == "run":
+            p.add_argument(
+                "--wait-for-worker",
+                type=float,
+                default=30.0,
+                metavar="SECONDS",
+                help="how long to wait for a worker polling the task queue before giving up "
+                "(default 30)",
+            )
             p.add_argument("--json", action="store_true", help="print the report as JSON")
             p.add_argument(
                 "--embedded",
@@ -214,7 +326,9 @@ def _definitions_arg(p: argparse.ArgumentParser) -> None:
 
 def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=7233)
-    p.add_argument("--ui-port", type=int, default=8233)
+    p.add_argument(
+        "--ui-port", type=int, help="Web UI port (default 8233, or a free one if it is taken)"
+    )
     p.add_argument("--headless", action="store_true", help="no Web UI")
     p.add_argument("--data-dir", type=Path, help="default $TIDEFLOW_HOME or .tideflow")
 
@@ -279,12 +393,93 @@ async def _connect() -> Any:
     try:
         return await client.connect()
     except Exception as e:
-        address = os.environ.get("TEMPORAL_ADDRESS", client.DEFAULT_ADDRESS)
+        raise _Exit(EXIT_FAILED, connect_failure(e, _address())) from None
+
+
+def _task_queue(args: argparse.Namespace) -> str:
+    from activities import WorkerSettings
+
+    return str(args.task_queue or WorkerSettings.from_env().task_queue)
+
+
+async def _wait_for_worker(temporal: Any, queue: str, seconds: float, *, quiet: float) -> list[str]:
+    """The identities of the workers polling ``queue``, waiting up to ``seconds`` for one
+    (saying so after ``quiet`` seconds); a one-line failure when none comes."""
+    from starter import client
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    said = False
+    while True:
+        identities = await client.poller_identities(temporal, queue)
+        if identities:
+            if said:
+                print(f"a worker is polling task queue {queue!r}", file=sys.stderr)
+            return identities
+        waited = loop.time() - start
+        if not said and waited >= quiet:
+            print(
+                f"no worker is polling task queue {queue!r}; waiting up to "
+                f"{seconds:g} s (--wait-for-worker)",
+                file=sys.stderr,
+                flush=True,
+            )
+            said = True
+        if waited >= seconds:
+            raise _Exit(
+                EXIT_FAILED,
+                f"no worker polled task queue {queue!r} in {seconds:g} s: nothing was started "
+                "(start one with `tideflow worker`, or use `tideflow run --embedded`)",
+            )
+        await asyncio.sleep(min(0.5, max(seconds - waited, 0.05)))
+
+
+async def _open_run(temporal: Any, workflow_id: str, what: str) -> Any:
+    """The description of a run that a worker can answer for; a one-line failure when it is
+    still open and no worker polls its task queue (the request would hang)."""
+    from temporalio.client import WorkflowExecutionStatus
+
+    from starter import client
+
+    description = await temporal.get_workflow_handle(workflow_id).describe()
+    running = description.status == WorkflowExecutionStatus.RUNNING
+    queue = description.task_queue
+    if running and not await client.has_workers(temporal, queue):
         raise _Exit(
             EXIT_FAILED,
-            f"cannot reach Temporal at {address}: {e}\n"
-            f"start one with `tideflow dev` (or set TEMPORAL_ADDRESS)",
-        ) from None
+            f"run {workflow_id!r} is running but no worker is polling its task queue "
+            f"{queue!r} to {what} (start one with `tideflow worker`)",
+        )
+    return description
+
+
+async def _local_inputs(
+    args: argparse.Namespace, inputs: dict[str, Any], identities: list[str] | None
+) -> dict[str, Any]:
+    """Inputs naming local files as URIs: uploaded with --upload or a remote worker."""
+    from activities import WorkerSettings
+    from starter.local_files import local_file, remote_pollers, resolve_local_files
+
+    if not any(local_file(value) for value in inputs.values()):
+        return inputs
+    upload = bool(getattr(args, "upload", False))
+    if not upload and identities and remote_pollers(identities):
+        print(
+            "note: the worker runs on another machine: local files are uploaded to the "
+            "payload store",
+            file=sys.stderr,
+        )
+        upload = True
+    try:
+        resolved, replaced = await resolve_local_files(
+            inputs, upload=upload, settings=WorkerSettings.from_env()
+        )
+    except (OSError, ValueError) as e:
+        raise _Exit(EXIT_FAILED, f"cannot upload an input file: {_first_line(str(e))}") from None
+    for item in replaced:
+        how = "uploaded to" if item.uploaded else "→"
+        print(f"input {item.name}: {item.path} {how} {item.uri}", file=sys.stderr)
+    return resolved
 
 
 def _print_json(value: Any) -> None:
@@ -309,12 +504,13 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _compile(args: argparse.Namespace) -> int:
+async def _compile(args: argparse.Namespace) -> int:
     from starter import client
 
     definition = _load(args.file)
     inputs = _inputs(args)
     _check_inputs(definition, inputs)
+    inputs = await _local_inputs(args, inputs, None)
     _print_json(client.run_input(definition, inputs))
     return EXIT_OK
 
@@ -326,32 +522,40 @@ async def _start(args: argparse.Namespace) -> int:
     inputs = _inputs(args)
     _check_inputs(definition, inputs)
     temporal = await _connect()
+    queue = _task_queue(args)
+    identities = await client.poller_identities(temporal, queue)
+    if not identities:
+        print(
+            f"note: no worker is polling task queue {queue!r}: the run waits until one does "
+            "(start one with `tideflow worker`)",
+            file=sys.stderr,
+        )
+    inputs = await _local_inputs(args, inputs, identities)
     handle = await client.start(
-        temporal, definition, inputs, workflow_id=args.workflow_id, task_queue=args.task_queue
+        temporal, definition, inputs, workflow_id=args.workflow_id, task_queue=queue
     )
     print(handle.id)
+    print(f"Web UI: {client.web_ui_url(handle.id, handle.result_run_id)}", file=sys.stderr)
     return EXIT_OK
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from activities import WorkerSettings
     from starter import client
     from starter.progress import follow
 
     definition = _load(args.file)
     inputs = _inputs(args)
     _check_inputs(definition, inputs)
+    queue = _task_queue(args)
     async with _temporal(args.embedded) as temporal:
-        handle = await client.start(
-            temporal, definition, inputs, workflow_id=args.workflow_id, task_queue=args.task_queue
+        # The embedded worker starts polling a moment after it starts: no false alarm.
+        identities = await _wait_for_worker(
+            temporal, queue, args.wait_for_worker, quiet=2.0 if args.embedded else 0.0
         )
-        queue = args.task_queue or WorkerSettings.from_env().task_queue
-        if not await client.has_workers(temporal, queue):
-            print(
-                f"note: no worker polls task queue {queue!r}: the run waits until one does "
-                f"(start one with `tideflow worker`, or use `tideflow run --embedded`)",
-                file=sys.stderr,
-            )
+        inputs = await _local_inputs(args, inputs, identities)
+        handle = await client.start(
+            temporal, definition, inputs, workflow_id=args.workflow_id, task_queue=queue
+        )
         if not args.json:
             print(f"started {handle.id}", file=sys.stderr)
             await follow(temporal, handle.id, definition)
@@ -387,15 +591,36 @@ class _temporal:
 
 
 async def _status(args: argparse.Namespace) -> int:
+    from temporalio.client import WorkflowExecutionStatus
+
     from starter import client
-    from starter.progress import print_state
+    from starter.progress import print_state, retries
 
     temporal = await _connect()
-    state = await client.status(temporal, args.workflow_id)
+    handle = temporal.get_workflow_handle(args.workflow_id)
+    description = await handle.describe()
+    queue = description.task_queue
+    if not await client.has_workers(temporal, queue):
+        # The state query is answered by a worker only: it would hang until a timeout.
+        if description.status == WorkflowExecutionStatus.RUNNING:
+            raise _Exit(
+                EXIT_FAILED,
+                f"run {args.workflow_id!r} is running but no worker is polling its task queue "
+                f"{queue!r} to answer for its nodes (start one with `tideflow worker`)",
+            )
+        ended = description.status.name.lower() if description.status else "closed"
+        raise _Exit(
+            EXIT_FAILED,
+            f"run {args.workflow_id!r} has ended ({ended}) and no worker is polling its task "
+            f"queue {queue!r} to show its nodes (`tideflow result {args.workflow_id}` shows "
+            "its report)",
+        )
+    state = await client.status(temporal, args.workflow_id, timeout=15)
     if args.json:
         _print_json(state)
     else:
-        print_state(args.workflow_id, state)
+        link = client.web_ui_url(args.workflow_id, description.run_id)
+        print_state(args.workflow_id, state, await retries(handle), link)
     return EXIT_OK
 
 
@@ -403,6 +628,7 @@ async def _result(args: argparse.Namespace) -> int:
     from starter import client
 
     temporal = await _connect()
+    await _open_run(temporal, args.workflow_id, "finish it")
     report = await client.result(temporal, args.workflow_id)
     _print_json(report)
     return EXIT_OK if report.status == "completed" else EXIT_FAILED
@@ -427,33 +653,41 @@ async def _list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+_UPDATES = frozenset({"skip", "retry", "set", "approve"})
+"""Control actions sent as updates: they wait for a worker to accept them."""
+
+
 async def _control(args: argparse.Namespace, action: str) -> int:
     from starter import client
 
     temporal = await _connect()
-    try:
-        if action == "pause":
-            await client.pause(temporal, args.workflow_id)
-        elif action == "resume":
-            await client.resume(temporal, args.workflow_id)
-        elif action == "cancel":
-            await client.cancel(temporal, args.workflow_id)
-        elif action == "skip":
-            output = _parse_value(args.output) if args.output is not None else None
-            await client.skip(temporal, args.workflow_id, args.node, output)
-        elif action == "retry":
-            await client.retry(temporal, args.workflow_id, args.node)
-        elif action == "set":
-            await client.set_vars(temporal, args.workflow_id, _pairs(args.values, "value"))
-        elif action == "approve":
-            await client.approve(
-                temporal, args.workflow_id, args.node, not args.reject, args.comment, args.by
-            )
-    except client.ControlError as e:
-        raise _Exit(EXIT_FAILED, str(e)) from None
-    except Exception as e:  # RPC errors: unknown workflow id, closed run…
-        raise _Exit(EXIT_FAILED, f"{action} failed: {getattr(e, 'message', None) or e}") from None
-    print(f"{action}: ok")
+    if action in _UPDATES:
+        await _open_run(temporal, args.workflow_id, f"accept {action}")
+    if action == "pause":
+        await client.pause(temporal, args.workflow_id)
+        print(f"pause requested for {args.workflow_id}: running nodes finish, nothing new starts")
+    elif action == "resume":
+        await client.resume(temporal, args.workflow_id)
+        print(f"resume requested for {args.workflow_id}")
+    elif action == "cancel":
+        await client.cancel(temporal, args.workflow_id)
+        print(f"cancellation requested for {args.workflow_id}")
+    elif action == "skip":
+        output = _parse_value(args.output) if args.output is not None else None
+        answer = await client.skip(temporal, args.workflow_id, args.node, output)
+        later = f" ({answer.message})" if answer.message else ""
+        print(f"skipped {args.node} of {args.workflow_id}{later}")
+    elif action == "retry":
+        await client.retry(temporal, args.workflow_id, args.node)
+        print(f"retrying {args.node} of {args.workflow_id}")
+    elif action == "set":
+        values = _pairs(args.values, "value")
+        await client.set_vars(temporal, args.workflow_id, values)
+        print(f"set {', '.join(values)} of {args.workflow_id}")
+    elif action == "approve":
+        approved = not args.reject
+        await client.approve(temporal, args.workflow_id, args.node, approved, args.comment, args.by)
+        print(f"{'approved' if approved else 'rejected'} {args.node} of {args.workflow_id}")
     return EXIT_OK
 
 
@@ -463,12 +697,10 @@ async def _emit(args: argparse.Namespace) -> int:
 
     payload = _parse_value(args.data) if args.data is not None else None
     temporal = await _connect()
-    delivered = await client.emit_event(
+    deliveries = await client.deliver_event(
         temporal, args.event, payload, correlation=args.correlation, workflow_id=args.workflow_id
     )
-    print(f"emit {args.event}: delivered to {len(delivered)} run(s)")
-    for workflow_id in delivered:
-        print(f"  {workflow_id}")
+    _print_deliveries(args.event, args.correlation, deliveries)
     if args.workflow_id:
         return EXIT_OK
     folder = _definitions_folder(args, required=args.definitions is not None)
@@ -481,6 +713,28 @@ async def _emit(args: argparse.Namespace) -> int:
     for refused in starts.refused:
         print(f"  {refused.definition}: not started: {'; '.join(refused.problems)}")
     return EXIT_FAILED if starts.refused else EXIT_OK
+
+
+def _print_deliveries(event: str, correlation: str | None, deliveries: Sequence[Any]) -> None:
+    what = "this event" if correlation is None else "this event/correlation"
+    taken = [d.workflow_id for d in deliveries if d.taken]
+    ignored = [d.workflow_id for d in deliveries if d.taken is False]
+    unknown = [d.workflow_id for d in deliveries if d.taken is None]
+    if taken or not deliveries:
+        print(f"emit {event}: delivered to {len(taken)} run(s) waiting for it")
+        for workflow_id in taken:
+            print(f"  {workflow_id}")
+    if ignored:
+        print(f"emit {event}: {len(ignored)} run(s) received it but none is waiting for {what}")
+        for workflow_id in ignored:
+            print(f"  {workflow_id}")
+    if unknown:
+        print(
+            f"emit {event}: sent to {len(unknown)} run(s) no worker could answer for "
+            "(whether they wait for it is unknown)"
+        )
+        for workflow_id in unknown:
+            print(f"  {workflow_id}")
 
 
 def _definitions_folder(args: argparse.Namespace, *, required: bool = True) -> Path:

@@ -231,6 +231,12 @@ async def run(
 
 async def has_workers(client: Client, task_queue: str) -> bool:
     """Whether a worker polled ``task_queue`` for workflow tasks recently."""
+    return bool(await poller_identities(client, task_queue))
+
+
+async def poller_identities(client: Client, task_queue: str) -> list[str]:
+    """The identities (``pid@host`` unless a worker sets its own) of the workers that polled
+    ``task_queue`` for workflow tasks recently."""
     response = await client.workflow_service.describe_task_queue(
         DescribeTaskQueueRequest(
             namespace=client.namespace,
@@ -238,12 +244,15 @@ async def has_workers(client: Client, task_queue: str) -> bool:
             task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
         )
     )
-    return bool(response.pollers)
+    return [poller.identity for poller in response.pollers]
 
 
-async def status(client: Client, workflow_id: str) -> RunState:
-    """The live state of a run (the ``state`` query)."""
-    return await client.get_workflow_handle(workflow_id).query(TideflowWorkflow.state)
+async def status(client: Client, workflow_id: str, *, timeout: float | None = None) -> RunState:
+    """The live state of a run (the ``state`` query); ``timeout`` bounds the wait in seconds
+    (a run answers only through a worker)."""
+    return await client.get_workflow_handle(workflow_id).query(
+        TideflowWorkflow.state, rpc_timeout=timedelta(seconds=timeout) if timeout else None
+    )
 
 
 async def pause(client: Client, workflow_id: str) -> None:
@@ -393,9 +402,35 @@ async def list_runs(
     return out
 
 
+def web_ui_base() -> str:
+    """The Temporal Web UI's address: ``TIDEFLOW_UI_URL`` if set, else the embedded server's
+    (``<TIDEFLOW_HOME>/server.json``) when it serves ``TEMPORAL_ADDRESS``, else localhost:8233."""
+    explicit = os.environ.get("TIDEFLOW_UI_URL")
+    if explicit:
+        return explicit.rstrip("/")
+    from starter.server import running_server_info
+
+    info = running_server_info()
+    address = os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS)
+    if info and info.get("ui_url") and _same_address(str(info.get("address")), address):
+        return str(info["ui_url"]).rstrip("/")
+    return "http://localhost:8233"
+
+
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1", "[::1]", "0.0.0.0", ""})
+
+
+def _same_address(a: str, b: str) -> bool:
+    host_a, _, port_a = a.rpartition(":")
+    host_b, _, port_b = b.rpartition(":")
+    if port_a != port_b:
+        return False
+    return host_a == host_b or (host_a in _LOOPBACK and host_b in _LOOPBACK)
+
+
 def web_ui_url(workflow_id: str, run_id: str | None = None, namespace: str | None = None) -> str:
-    """Link to a run in the Temporal Web UI (``TIDEFLOW_UI_URL``, default localhost:8233)."""
-    base = os.environ.get("TIDEFLOW_UI_URL", "http://localhost:8233").rstrip("/")
+    """Link to a run in the Temporal Web UI (see :func:`web_ui_base`)."""
+    base = web_ui_base()
     namespace = namespace or os.environ.get("TEMPORAL_NAMESPACE", "default")
     tail = f"/{run_id}" if run_id else ""
     return f"{base}/namespaces/{namespace}/workflows/{workflow_id}{tail}/history"
@@ -448,11 +483,8 @@ async def emit_event(
     if workflow_id:
         await emit(client, workflow_id, name, payload, correlation)
         return [workflow_id]
-    query = f'WorkflowType = "{WORKFLOW_NAME}" AND ExecutionStatus = "Running"'
-    if definition:
-        query += f' AND {DEFINITION_KEY.name} = "{definition}"'
     delivered = []
-    async for execution in client.list_workflows(query):
+    async for execution in client.list_workflows(_open_runs_query(definition)):
         try:
             await emit(client, execution.id, name, payload, correlation)
         except RPCError as e:
@@ -461,3 +493,76 @@ async def emit_event(
             raise
         delivered.append(execution.id)
     return delivered
+
+
+def _open_runs_query(definition: str | None) -> str:
+    query = f'WorkflowType = "{WORKFLOW_NAME}" AND ExecutionStatus = "Running"'
+    if definition:
+        query += f' AND {DEFINITION_KEY.name} = "{definition}"'
+    return query
+
+
+class EventDelivery(BaseModel):
+    """One run an event was sent to, and whether a ``wait_for_event`` node of it took it."""
+
+    workflow_id: str
+    taken: bool | None
+    """True: a node waiting for the event (and its correlation) took it; False: no node was
+    waiting for it, or none for this correlation; None: the run could not be asked (no
+    worker answered)."""
+
+
+async def deliver_event(
+    client: Client,
+    name: str,
+    payload: Any = None,
+    *,
+    correlation: str | None = None,
+    workflow_id: str | None = None,
+    definition: str | None = None,
+    timeout: float = 5.0,
+) -> list[EventDelivery]:
+    """:func:`emit_event`, telling for each run whether the event was taken.
+
+    Each run's ``state`` is asked before and after the signal (queries see every signal
+    accepted before them): a node waiting for ``event:<name>`` before and not after took it.
+    The ``waiting`` map does not carry the correlation, so a node waiting with another
+    correlation shows up as still waiting afterwards. Queries are skipped (``taken`` None)
+    for runs whose task queue no worker polls.
+    """
+    if workflow_id:
+        description = await client.get_workflow_handle(workflow_id).describe()
+        targets = [(workflow_id, description.task_queue)]
+    else:
+        targets = [
+            (execution.id, execution.task_queue)
+            async for execution in client.list_workflows(_open_runs_query(definition))
+        ]
+    polled: dict[str, bool] = {}
+    out = []
+    for run_id, queue in targets:
+        if queue not in polled:
+            polled[queue] = await has_workers(client, queue)
+        before = await _waiting_for(client, run_id, name, timeout) if polled[queue] else None
+        try:
+            await emit(client, run_id, name, payload, correlation)
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND and not workflow_id:
+                continue  # ended since the listing
+            raise
+        taken: bool | None = None
+        if before is not None:
+            after = await _waiting_for(client, run_id, name, timeout) if before else set()
+            taken = None if after is None else bool(before - after)
+        out.append(EventDelivery(workflow_id=run_id, taken=taken))
+    return out
+
+
+async def _waiting_for(
+    client: Client, workflow_id: str, name: str, timeout: float
+) -> set[str] | None:
+    try:
+        state = await status(client, workflow_id, timeout=timeout)
+    except Exception:  # not a Tideflow run, closed meanwhile, no worker answered
+        return None
+    return {node for node, what in state.waiting.items() if what == f"event:{name}"}

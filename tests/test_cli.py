@@ -13,18 +13,26 @@ import sys
 import textwrap
 import time
 import uuid
-from contextlib import redirect_stderr, redirect_stdout
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import jsonschema
 import pytest
 import yaml as pyyaml
+from temporalio.service import RPCError, RPCStatusCode
 
+from activities import WorkerSettings
 from starter import client as tideflow_client
 from starter.cli import main as cli_main
+from starter.server import free_port
+from tests.polling import eventually
 from tests.servers.tideflow_worker import Tideflow
+from tests.servers.webhook import WebhookServer
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = Path(__file__).resolve().parent / "seeds"
@@ -68,15 +76,22 @@ class Cli:
             code = cli_main(argv)
         return Done(code, out.getvalue(), err.getvalue())
 
-    async def process(self, *args: str, timeout: float = 60) -> Done:
-        """Run the installed ``tideflow`` script in a child process."""
+    async def process(
+        self,
+        *args: str,
+        timeout: float = 60,
+        cwd: Path = REPO,
+        env: dict[str, str] | None = None,
+    ) -> Done:
+        """Run the installed ``tideflow`` script in a child process (in ``cwd``, with ``env``
+        on top of the session's)."""
         command = [str(TIDEFLOW)] if TIDEFLOW.exists() else [sys.executable, "-m", "starter.cli"]
         # Not subprocess.run: the worker shares this event loop and must keep polling.
         process = await asyncio.create_subprocess_exec(
             *command,
             *args,
-            cwd=REPO,
-            env={**os.environ, **self.env},
+            cwd=cwd,
+            env={**os.environ, **self.env, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -380,36 +395,408 @@ async def test_list(cli: Cli, tideflow: Tideflow) -> None:
     assert "unknown status 'sleepy'" in bad.stderr
 
 
-async def test_run_warns_when_no_worker_polls_the_task_queue(
+# --- every error is one line on stderr and exit 1 ----------------------------------------------
+
+
+def one_line_error(done: Done) -> str:
+    """The one line a failed command printed (and that it failed without a traceback)."""
+    assert done.code == 1, (done.code, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("status", "{id}"),
+        ("status", "{id}", "--json"),
+        ("result", "{id}"),
+        ("pause", "{id}"),
+        ("resume", "{id}"),
+        ("cancel", "{id}"),
+        ("skip", "{id}", "node"),
+        ("retry", "{id}", "node"),
+        ("set", "{id}", "a=1"),
+        ("approve", "{id}", "node"),
+        ("approve", "{id}", "node", "--reject"),
+        ("emit", "go", "--id", "{id}"),
+    ],
+    ids=lambda args: " ".join(args[:1] + args[2:]),
+)
+async def test_an_unknown_run_is_one_line(cli: Cli, args: tuple[str, ...]) -> None:
+    workflow_id = f"no-such-run-{uuid.uuid4().hex[:6]}"
+    done = await cli(*(arg.format(id=workflow_id) for arg in args))
+    assert one_line_error(done) == f"{args[0]}: no run {workflow_id!r} in namespace 'default'"
+    assert done.stdout == ""
+
+
+async def test_a_server_that_is_down_is_one_line(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("TEMPORAL_ADDRESS", address)
+    status = await cli("status", "some-run")
+    run = await cli("run", str(write(tmp_path, "greet.yaml", GREET)), "-i", "who=x")
+    expected = (
+        f"cannot reach Temporal at {address}: nothing is listening there "
+        "(start one with `tideflow dev`, or set TEMPORAL_ADDRESS)"
+    )
+    assert one_line_error(status) == expected
+    assert one_line_error(run) == expected
+
+
+class _RefusingFrontend(grpc.GenericRpcHandler):
+    """A stand-in Temporal frontend that refuses the caller's credentials: every call, or every
+    call but the one ``Client.connect`` makes."""
+
+    def __init__(self, code: grpc.StatusCode, let_connect: bool) -> None:
+        self.code = code
+        self.let_connect = let_connect
+
+    def service(self, details: Any) -> Any:
+        if self.let_connect and details.method.endswith("/GetSystemInfo"):
+            return grpc.unary_unary_rpc_method_handler(lambda request, context: b"")
+
+        def refuse(request: bytes, context: grpc.ServicerContext) -> bytes:
+            context.abort(self.code, "Request unauthorized.")
+            raise AssertionError("abort raises")
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+@contextmanager
+def refusing_frontend(code: grpc.StatusCode, *, let_connect: bool) -> Iterator[str]:
+    """host:port of a gRPC server that answers like a Temporal server refusing credentials."""
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers((_RefusingFrontend(code, let_connect),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(0)
+
+
+async def test_refused_credentials_are_one_line(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    with refusing_frontend(grpc.StatusCode.UNAUTHENTICATED, let_connect=False) as refusing:
+        monkeypatch.setenv("TEMPORAL_ADDRESS", refusing)
+        at_connect = await cli("status", "some-run")
+    with refusing_frontend(grpc.StatusCode.PERMISSION_DENIED, let_connect=True) as address:
+        monkeypatch.setenv("TEMPORAL_ADDRESS", address)
+        status = await cli("status", "some-run")
+        listed = await cli("list")
+    assert one_line_error(at_connect) == (
+        f"not allowed: Temporal at {refusing} refused the connection: Request unauthorized."
+    )
+    assert one_line_error(status) == "status: not allowed: Request unauthorized."
+    assert one_line_error(listed) == "list: not allowed: Request unauthorized."
+
+
+OPERATED = """
+name: CLI operated
+vars:
+  level: low
+tasks:
+  - id: review
+    type: approval
+    config: {message: "Go?", timeout: 1h}
+  - id: shaky
+    type: fail
+    on_error: pause
+    config: {message: "shaky [/] step"}
+  - id: later
+    type: wait
+    depends_on: [review, shaky]
+    config: {duration: 1ms}
+outputs:
+  level: ${{ vars.level }}
+"""
+
+
+async def _state(tideflow: Tideflow, workflow_id: str) -> Any:
+    try:
+        return await tideflow_client.status(tideflow.client, workflow_id, timeout=5)
+    except Exception:
+        return None
+
+
+def _waiting_and_stuck(state: Any) -> bool:
+    return (
+        state is not None
+        and state.waiting.get("review") == "approval"
+        and state.needs_attention == ["shaky"]
+    )
+
+
+async def test_a_refused_update_is_one_line(cli: Cli, tideflow: Tideflow) -> None:
+    handle = await tideflow.start(OPERATED)
+    await eventually(lambda: _state(tideflow, handle.id), _waiting_and_stuck)
+    try:
+        skip = await cli("skip", handle.id, "nope")
+        approve = await cli("approve", handle.id, "shaky")
+        retry = await cli("retry", handle.id, "review")
+    finally:
+        await handle.terminate("test over")
+    assert one_line_error(skip) == "skip: refused: unknown node 'nope'"
+    assert one_line_error(approve) == "approve: refused: 'shaky' is not an approval node"
+    assert one_line_error(retry).startswith("retry: refused: ")
+
+
+# --- no worker ---------------------------------------------------------------------------------
+
+
+async def test_run_without_a_worker_says_so_and_gives_up(
     cli: Cli, tideflow: Tideflow, tmp_path: Path
 ) -> None:
-    file = write(tmp_path, "greet.yaml", GREET)
     queue = f"nobody-polls-{uuid.uuid4().hex[:6]}"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "starter.cli",
+    workflow_id = f"never-started-{uuid.uuid4().hex[:6]}"
+    done = await cli.process(
         "run",
-        str(file),
-        "-i",
-        "who=x",
-        "--task-queue",
-        queue,
+        str(write(tmp_path, "greet.yaml", GREET)),
+        *("-i", "who=x", "--task-queue", queue, "--wait-for-worker", "1", "--id", workflow_id),
+    )
+    assert done.code == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"no worker is polling task queue {queue!r}; waiting up to 1 s (--wait-for-worker)",
+        f"no worker polled task queue {queue!r} in 1 s: nothing was started "
+        "(start one with `tideflow worker`, or use `tideflow run --embedded`)",
+    ]
+    assert done.stdout == ""
+    with pytest.raises(RPCError) as refused:
+        await tideflow.client.get_workflow_handle(workflow_id).describe()
+    assert refused.value.status == RPCStatusCode.NOT_FOUND
+
+
+async def test_run_says_at_once_that_no_worker_polls_and_goes_on_when_one_comes(
+    cli: Cli, tideflow: Tideflow, tmp_path: Path
+) -> None:
+    from worker import running_worker
+
+    queue = f"late-worker-{uuid.uuid4().hex[:6]}"
+    process = await asyncio.create_subprocess_exec(
+        *([str(TIDEFLOW)] if TIDEFLOW.exists() else [sys.executable, "-m", "starter.cli"]),
+        *("run", str(write(tmp_path, "greet.yaml", GREET)), "--json", "-i", "who=late"),
+        *("--task-queue", queue, "--wait-for-worker", "300"),
         cwd=REPO,
         env={**os.environ, **cli.env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
     assert process.stderr is not None
-    lines: list[str] = []
-    while not any(line.startswith("started ") for line in lines):
-        line = await asyncio.wait_for(process.stderr.readline(), 30)
-        assert line, "".join(lines)
-        lines.append(line.decode())
-    assert lines[0] == (
-        f"note: no worker polls task queue {queue!r}: the run waits until one does "
-        "(start one with `tideflow worker`, or use `tideflow run --embedded`)\n"
+    first = await asyncio.wait_for(process.stderr.readline(), 60)
+    assert first.decode() == (
+        f"no worker is polling task queue {queue!r}; waiting up to 300 s (--wait-for-worker)\n"
     )
-    workflow_id = lines[-1].split()[1]
-    await tideflow.client.get_workflow_handle(workflow_id).terminate("test over")
-    assert await asyncio.wait_for(process.wait(), 30) == 1
+    settings = WorkerSettings(home=tideflow.home, task_queue=queue)
+    async with running_worker(tideflow.client, settings):
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, stderr.decode()
+    assert f"a worker is polling task queue {queue!r}" in stderr.decode().splitlines()
+    assert json.loads(stdout)["outputs"]["greeting"] == "hello late"
+
+
+async def test_status_result_and_updates_without_a_worker_give_up_at_once(
+    cli: Cli, tideflow: Tideflow
+) -> None:
+    queue = f"nobody-polls-{uuid.uuid4().hex[:6]}"
+    handle = await tideflow_client.start(
+        tideflow.client, tideflow.load(GREET), {"who": "x"}, task_queue=queue
+    )
+    try:
+        status = await cli("status", handle.id)
+        result = await cli("result", handle.id)
+        skip = await cli("skip", handle.id, "compose")
+    finally:
+        await handle.terminate("test over")
+    stuck = f"run {handle.id!r} is running but no worker is polling its task queue {queue!r} to "
+    assert (
+        one_line_error(status) == stuck + "answer for its nodes (start one with `tideflow worker`)"
+    )
+    assert one_line_error(result) == stuck + "finish it (start one with `tideflow worker`)"
+    assert one_line_error(skip) == stuck + "accept skip (start one with `tideflow worker`)"
+
+
+# --- every command piped -----------------------------------------------------------------------
+
+
+async def test_run_piped_prints_every_transition_and_the_report(cli: Cli, tmp_path: Path) -> None:
+    done = await cli.process("run", str(write(tmp_path, "greet.yaml", GREET)), "-i", "who=pipe")
+    assert done.code == 0, done.stderr
+    lines = done.stderr.splitlines()
+    workflow_id = lines[0].removeprefix("started ")
+    assert workflow_id.startswith("cli-greet-")
+    # The run ends before the first poll sees it: its transitions come from a last look.
+    assert [line.split(" ", 1)[1] for line in lines[1:]] == [
+        "compose: running",
+        "compose: completed",
+    ]
+    assert "CLI greet 7 · " + workflow_id + " · completed" in done.stdout
+    assert '"greeting": "hello pipe"' in done.stdout
+    assert f"/namespaces/default/workflows/{workflow_id}/" in done.stdout
+
+
+async def test_compile_piped(cli: Cli, tmp_path: Path) -> None:
+    done = await cli("compile", str(write(tmp_path, "greet.yaml", GREET)), "-i", "who=x")
+    assert done.code == 0, done.stderr
+    compiled = done.json()
+    assert compiled["inputs"] == {"who": "x"}
+    assert compiled["definition"]["name"] == "CLI greet"
+
+
+def _row(text: str, first_cell: str) -> list[str]:
+    """The cells of the table row whose first cell is ``first_cell``."""
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().removeprefix("│").split("│")[:-1]]
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no row {first_cell!r} in:\n{text}")
+
+
+async def test_operating_a_run_piped(cli: Cli, tideflow: Tideflow, tmp_path: Path) -> None:
+    path = write(tmp_path, "operated.yaml", OPERATED)
+    started = await cli("start", str(path))
+    assert started.code == 0, started.stderr
+    workflow_id = started.stdout.strip()
+    assert f"Web UI: http://localhost:8233/namespaces/default/workflows/{workflow_id}/" in (
+        started.stderr
+    )
+    await eventually(lambda: _state(tideflow, workflow_id), _waiting_and_stuck)
+
+    status = await cli("status", workflow_id)
+    assert status.code == 0, status.stderr
+    assert status.stdout.startswith(workflow_id + "\n")
+    assert "status: needs_attention" in status.stdout
+    assert _row(status.stdout, "review")[:2] == ["review", "waiting"]
+    assert _row(status.stdout, "review")[3] == "waiting for approval"
+    assert _row(status.stdout, "shaky")[:2] == ["shaky", "needs_attention"]
+    assert _row(status.stdout, "later")[:2] == ["later", "pending"]
+    assert 'vars: {"level": "low"}' in status.stdout
+    assert f"Web UI: http://localhost:8233/namespaces/default/workflows/{workflow_id}/" in (
+        status.stdout
+    )
+
+    slug = "cli-operated"
+    query = f'TideflowDefinition = "{slug}" AND TideflowStatus = "needs_attention"'
+
+    async def visible() -> list[str]:
+        return [w.id async for w in tideflow.client.list_workflows(query)]
+
+    await eventually(visible, lambda ids: workflow_id in ids)
+    listed = await cli("list", "--definition", slug, "--status", "needs_attention")
+    assert listed.code == 0, listed.stderr
+    assert _row(listed.stdout, workflow_id)[1:4] == [slug, "", "needs_attention"]
+
+    answers = [
+        await cli("pause", workflow_id),
+        await cli("resume", workflow_id),
+        await cli("set", workflow_id, "level=high"),
+        await cli("retry", workflow_id, "shaky"),
+    ]
+    await eventually(lambda: _state(tideflow, workflow_id), _waiting_and_stuck)
+    answers += [
+        await cli("skip", workflow_id, "shaky"),
+        await cli("approve", workflow_id, "review", "--comment", "fine"),
+    ]
+    assert [(a.code, a.stdout.strip(), a.stderr) for a in answers] == [
+        (0, f"pause requested for {workflow_id}: running nodes finish, nothing new starts", ""),
+        (0, f"resume requested for {workflow_id}", ""),
+        (0, f"set level of {workflow_id}", ""),
+        (0, f"retrying shaky of {workflow_id}", ""),
+        (0, f"skipped shaky of {workflow_id}", ""),
+        (0, f"approved review of {workflow_id}", ""),
+    ]
+    result = await cli("result", workflow_id)
+    assert result.code == 0, result.stderr
+    assert result.json()["outputs"] == {"level": "high"}
+
+
+async def test_reject_and_cancel_piped(cli: Cli, tideflow: Tideflow) -> None:
+    rejected = await tideflow.start(OPERATED)
+    cancelled = await tideflow.start(OPERATED)
+    for handle in (rejected, cancelled):
+        await eventually(lambda h=handle: _state(tideflow, h.id), _waiting_and_stuck)
+    reject = await cli("approve", rejected.id, "review", "--reject", "--comment", "no")
+    cancel = await cli("cancel", cancelled.id)
+    assert (reject.code, reject.stdout) == (0, f"rejected review of {rejected.id}\n")
+    assert (cancel.code, cancel.stdout) == (0, f"cancellation requested for {cancelled.id}\n")
+    assert (await tideflow.result(rejected)).status == "failed"
+    assert (await tideflow.result(cancelled)).status == "cancelled"
+
+
+CORRELATED = """
+name: CLI correlated
+tasks:
+  - id: hold
+    type: wait_for_event
+    config: {event: go, correlation: order-1, timeout: 1h}
+outputs:
+  got: ${{ nodes.hold.output.payload }}
+"""
+
+
+async def test_emit_says_whether_the_run_waits_for_the_event(cli: Cli, tideflow: Tideflow) -> None:
+    handle = await tideflow.start(CORRELATED)
+    await eventually(
+        lambda: _state(tideflow, handle.id),
+        lambda state: state is not None and state.waiting == {"hold": "event:go"},
+    )
+    other_correlation = await cli("emit", "go", "--id", handle.id, "--correlation", "order-2")
+    other_event = await cli("emit", "stop", "--id", handle.id)
+    matching = await cli(
+        "emit", "go", "--id", handle.id, "--correlation", "order-1", "--data", '"yes"'
+    )
+    assert other_correlation.stdout.splitlines() == [
+        "emit go: 1 run(s) received it but none is waiting for this event/correlation",
+        f"  {handle.id}",
+    ]
+    assert other_event.stdout.splitlines() == [
+        "emit stop: 1 run(s) received it but none is waiting for this event",
+        f"  {handle.id}",
+    ]
+    assert matching.stdout.splitlines() == [
+        "emit go: delivered to 1 run(s) waiting for it",
+        f"  {handle.id}",
+    ]
+    assert (await tideflow.result(handle)).outputs == {"got": "yes"}
+
+
+# --- progress shows retries --------------------------------------------------------------------
+
+RETRIED = """
+name: CLI retried [mix]
+inputs:
+  endpoint: {type: string, required: true}
+tasks:
+  - id: post
+    type: http.request
+    retry: {max_attempts: 3, backoff: fixed, initial_interval: 2s}
+    config: {method: POST, url: "${{ inputs.endpoint }}", json: {hello: world}}
+  - {id: after_post, type: wait, depends_on: [post], config: {duration: 10ms}}
+  - {id: never, type: wait, when: "${{ false }}", config: {duration: 10ms}}
+  - {id: broken, type: fail, on_error: continue, config: {message: "bad [/] input"}}
+"""
+
+
+def script_flaky_endpoint(webhook_server: WebhookServer) -> str:
+    """An endpoint that answers 503 once, then 200 after a while (the retry stays visible)."""
+    webhook_server.respond("/flaky", 503, text="upstream down")
+    webhook_server.respond("/flaky", 200, json={"ok": True}, delay=3)
+    return webhook_server.url("/flaky")
+
+
+async def test_run_piped_shows_retries(
+    cli: Cli, tmp_path: Path, webhook_server: WebhookServer
+) -> None:
+    url = script_flaky_endpoint(webhook_server)
+    done = await cli.process(
+        "run", str(write(tmp_path, "retried.yaml", RETRIED)), "-i", f"endpoint={url}"
+    )
+    assert done.code == 0, done.stderr
+    lines = [line.split(" ", 1)[1] for line in done.stderr.splitlines()[1:]]
+    assert f"post: attempt 2/3 after: POST {url} answered 503: upstream down" in lines
+    assert "never: skipped (when is false)" in lines
+    assert any(line.startswith("broken: failed") for line in lines)
+    assert lines[-1] == "after_post: completed"
+    assert _row(done.stdout, "post")[:3] == ["post", "completed", "2"]
