@@ -44,6 +44,8 @@ _STYLE = {
 
 PIPED_WIDTH = 200
 """Width of tables written to a file or a pipe: wide enough not to fold ids (rich would use 80)."""
+_EXPLAINED = frozenset({"failed", "needs_attention", "skipped", "cancelled"})
+"""Statuses whose transition detail (the error, the reason) the node table shows."""
 POLL_SECONDS = 0.5
 FINAL_QUERY_SECONDS = 5.0
 """How long the last look at an ended run may take (a worker replays it to answer)."""
@@ -271,12 +273,18 @@ def state_table(state: RunState, pending: Sequence[Retry] = ()) -> Table:
     by_node: dict[str, list[Retry]] = {}
     for retry in pending:
         by_node.setdefault(retry.node, []).append(retry)
+    why: dict[str, str] = {}  # the detail of each node's latest transition (an error, a reason)
+    for transition in state.history:
+        if transition.node is not None:
+            why[transition.node] = transition.detail or ""
     for node_id, status in state.nodes.items():
         node_retries = by_node.get(node_id, [])
         attempts = str(state.attempts.get(node_id, ""))
         notes = []
         if node_id in state.waiting:
             notes.append(f"waiting for {state.waiting[node_id]}")
+        elif status in _EXPLAINED and why.get(node_id):
+            notes.append(why[node_id])
         for retry in node_retries:
             prefix = "" if retry.label == node_id else f"{retry.label} "
             notes.append(prefix + retry.describe())
