@@ -5,9 +5,13 @@ script calls; a child process costs seconds of imports); a few run the installed
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -29,7 +33,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities import WorkerSettings
 from starter import client as tideflow_client
 from starter.cli import main as cli_main
-from starter.server import free_port
+from starter.local_files import local_file, remote_pollers, resolve_local_files
+from starter.server import free_port, pick_ui_port
 from tests.polling import eventually
 from tests.servers.tideflow_worker import Tideflow
 from tests.servers.webhook import WebhookServer
@@ -800,3 +805,150 @@ async def test_run_piped_shows_retries(
     assert any(line.startswith("broken: failed") for line in lines)
     assert lines[-1] == "after_post: completed"
     assert _row(done.stdout, "post")[:3] == ["post", "completed", "2"]
+
+
+# --- local files as inputs ---------------------------------------------------------------------
+
+PARSE = """
+name: CLI parse
+inputs:
+  document: {type: string, required: true}
+tasks:
+  - {id: parse, type: documents.parse, config: {source: "${{ inputs.document }}"}}
+outputs:
+  document: ${{ inputs.document }}
+  text: ${{ nodes.parse.output.text }}
+"""
+INVOICE = REPO / "examples" / "documents" / "invoice-acme.pdf"
+
+
+async def test_a_relative_path_is_resolved_where_the_cli_runs(
+    cli: Cli, tideflow: Tideflow, tmp_path: Path
+) -> None:
+    # Under the worker's uploads folder (a root documents.parse reads from), but named relative
+    # to the CLI's folder: the worker, running elsewhere, could not resolve docs/invoice.pdf.
+    folder = tideflow.home / "uploads" / uuid.uuid4().hex
+    (folder / "docs").mkdir(parents=True)
+    document = folder / "docs" / "invoice.pdf"
+    shutil.copyfile(INVOICE, document)
+    assert not (Path.cwd() / "docs" / "invoice.pdf").exists()
+    definition = write(tmp_path, "parse.yaml", PARSE)
+    done = await cli.process(
+        "run", str(definition), "--json", "-i", "document=docs/invoice.pdf", cwd=folder
+    )
+    assert done.code == 0, done.stderr
+    uri = document.resolve().as_uri()
+    assert f"input document: {document.resolve()} → {uri}" in done.stderr.splitlines()
+    outputs = done.json()["outputs"]
+    assert outputs["document"] == uri
+    assert "INV-10487" in outputs["text"]
+
+
+async def test_upload_puts_the_file_in_the_payload_store(
+    cli: Cli, tideflow: Tideflow, tmp_path: Path
+) -> None:
+    store = tideflow.home / "payloads"  # the worker's store, which the CLI must share
+    definition = write(tmp_path, "parse.yaml", PARSE)
+    done = await cli.process(
+        "run",
+        *(str(definition), "--json", "--upload", "-i", f"document={INVOICE}"),
+        env={"TIDEFLOW_PAYLOAD_STORE": store.as_uri()},
+    )
+    assert done.code == 0, done.stderr
+    data = INVOICE.read_bytes()
+    stored = store / "uploads" / hashlib.sha256(data).hexdigest() / "invoice-acme.pdf"
+    assert stored.read_bytes() == data
+    assert f"input document: {INVOICE} uploaded to {stored.as_uri()}" in done.stderr
+    outputs = done.json()["outputs"]
+    assert outputs["document"] == stored.as_uri()
+    assert "INV-10487" in outputs["text"]
+
+
+async def test_upload_to_an_s3_payload_store(s3_server: Any, tmp_path: Path) -> None:
+    bucket = s3_server.new_bucket()
+    document = tmp_path / "note.txt"
+    document.write_text("hello")
+    settings = WorkerSettings(home=tmp_path, payload_store=f"s3://{bucket}/tideflow/")
+    inputs = {"document": str(document), "count": 3, "url": "https://example.com/a.txt"}
+    resolved, replaced = await resolve_local_files(inputs, upload=True, settings=settings)
+    digest = hashlib.sha256(b"hello").hexdigest()
+    key = f"tideflow/uploads/{digest}/note.txt"
+    assert resolved == {**inputs, "document": f"s3://{bucket}/{key}"}
+    assert [(r.name, r.uploaded) for r in replaced] == [("document", True)]
+    body = s3_server.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    assert body == b"hello"
+
+
+def test_what_names_a_local_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.pdf").write_bytes(b"%PDF")
+    (tmp_path / "folder").mkdir()
+    assert local_file("a.pdf") == tmp_path / "a.pdf"
+    assert local_file(str(tmp_path / "a.pdf")) == tmp_path / "a.pdf"
+    for value in ("missing.pdf", "folder", (tmp_path / "a.pdf").as_uri(), "s3://b/a.pdf", 3, ""):
+        assert local_file(value) is None
+
+
+def test_a_worker_on_another_host_is_remote() -> None:
+    def here() -> str:
+        return "builder.example.com"
+
+    assert remote_pollers(["123@builder", "9@builder.example.com"], here) is False
+    assert remote_pollers(["123@builder", "77@worker-2"], here) is True
+    assert remote_pollers(["my-own-identity"], here) is False
+
+
+# --- Web UI links --------------------------------------------------------------------------------
+
+
+async def test_links_use_the_embedded_servers_web_ui_port(cli: Cli, tmp_path: Path) -> None:
+    home = tmp_path / "ui-home"
+    port, ui_port = free_port(), free_port()
+    env = {**os.environ, **cli.env, "TIDEFLOW_HOME": str(home)}
+    env.pop("TIDEFLOW_UI_URL", None)
+    server = await asyncio.create_subprocess_exec(
+        *([str(TIDEFLOW)] if TIDEFLOW.exists() else [sys.executable, "-m", "starter.cli"]),
+        *("server", "--port", str(port), "--ui-port", str(ui_port)),
+        *("--data-dir", str(tmp_path / "data")),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        lines = [await asyncio.wait_for(server.stdout.readline(), 60) for _ in range(2)]
+        assert lines[1].decode() == f"Web UI: http://localhost:{ui_port}\n"
+        info = json.loads((home / "server.json").read_text())
+        assert info["address"] == f"127.0.0.1:{port}"
+        assert info["ui_url"] == f"http://localhost:{ui_port}"
+        started = await cli.process(
+            "start",
+            *(str(write(tmp_path, "greet.yaml", GREET)), "-i", "who=x"),
+            env={"TIDEFLOW_HOME": str(home), "TEMPORAL_ADDRESS": f"localhost:{port}"},
+        )
+        assert started.code == 0, started.stderr
+        workflow_id = started.stdout.strip()
+        link = f"Web UI: http://localhost:{ui_port}/namespaces/default/workflows/{workflow_id}/"
+        assert link in started.stderr
+        # Another server, another address: the default link, not this server's.
+        elsewhere = await cli.process(
+            "start",
+            *(str(write(tmp_path, "greet.yaml", GREET)), "-i", "who=x"),
+            env={"TIDEFLOW_HOME": str(home)},
+        )
+        assert "Web UI: http://localhost:8233/namespaces/default/workflows/" in elsewhere.stderr
+    finally:
+        server.send_signal(signal.SIGINT)
+        await asyncio.wait_for(server.wait(), 60)
+    assert not (home / "server.json").exists()
+
+
+def test_the_web_ui_port_moves_when_8233_is_taken() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        assert pick_ui_port(busy) != busy
+    free = free_port()
+    assert pick_ui_port(free) == free
