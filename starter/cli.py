@@ -547,7 +547,7 @@ async def _run(args: argparse.Namespace) -> int:
     inputs = _inputs(args)
     _check_inputs(definition, inputs)
     queue = _task_queue(args)
-    async with _temporal(args.embedded) as temporal:
+    async with _temporal(args.embedded, queue) as temporal:
         # The embedded worker starts polling a moment after it starts: no false alarm.
         identities = await _wait_for_worker(
             temporal, queue, args.wait_for_worker, quiet=2.0 if args.embedded else 0.0
@@ -573,16 +573,20 @@ async def _run(args: argparse.Namespace) -> int:
 class _temporal:
     """A connection, or (with ``embedded``) an embedded server and worker when none answers."""
 
-    def __init__(self, embedded: bool) -> None:
+    def __init__(self, embedded: bool, task_queue: str) -> None:
         self.embedded = embedded
+        self.task_queue = task_queue
         self.stack: Any = None
 
     async def __aenter__(self) -> Any:
         if not self.embedded:
             return await _connect()
+        from activities import WorkerSettings
         from starter.embedded import embedded_temporal
 
-        self.stack = embedded_temporal()
+        # The worker polls the queue the run is started on, --task-queue included.
+        settings = WorkerSettings.from_env().model_copy(update={"task_queue": self.task_queue})
+        self.stack = embedded_temporal(settings)
         return await self.stack.__aenter__()
 
     async def __aexit__(self, *exc: Any) -> None:

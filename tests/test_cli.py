@@ -602,6 +602,20 @@ async def test_run_says_at_once_that_no_worker_polls_and_goes_on_when_one_comes(
     assert json.loads(stdout)["outputs"]["greeting"] == "hello late"
 
 
+async def test_run_embedded_brings_a_worker_for_its_task_queue(cli: Cli, tmp_path: Path) -> None:
+    # A server answers at TEMPORAL_ADDRESS: --embedded uses it and runs a worker in the process,
+    # on the queue the run is started on.
+    queue = f"embedded-{uuid.uuid4().hex[:6]}"
+    done = await cli.process(
+        "run",
+        *("--embedded", str(write(tmp_path, "greet.yaml", GREET)), "--json", "-i", "who=e"),
+        *("--task-queue", queue),
+        timeout=120,
+    )
+    assert done.code == 0, done.stderr
+    assert done.json()["outputs"]["greeting"] == "hello e"
+
+
 async def test_status_result_and_updates_without_a_worker_give_up_at_once(
     cli: Cli, tideflow: Tideflow
 ) -> None:
