@@ -5,6 +5,7 @@ and the tests read the screen, against the session's dev server and worker."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import sys
 import uuid
@@ -15,8 +16,18 @@ from typing import Any
 import pexpect
 import pyte
 import pytest
+from rich.console import Console
 
+from interpreter.report import (
+    DefinitionRef,
+    NodeReport,
+    RunReport,
+    RunState,
+    Transition,
+)
 from starter import client as tideflow_client
+from starter.client import RunSummary
+from starter.progress import print_report, print_runs, print_state, state_table
 from tests.polling import eventually
 from tests.servers.tideflow_worker import Tideflow
 from tests.servers.webhook import WebhookServer
@@ -208,3 +219,45 @@ async def test_errors_on_a_terminal_are_one_line(terminal: Any) -> None:
     status = terminal("status", missing)
     assert await status.finish() == 1
     assert status.text() == f"status: no run {missing!r} in namespace 'default'"
+
+
+def test_no_status_or_text_can_break_the_rendering(capsys: pytest.CaptureFixture[str]) -> None:
+    # Statuses this CLI has no colour for (added later, or unknown) and text that looks like
+    # console markup are shown as they are.
+    state = RunState(
+        status="brand_new_status",
+        nodes={"a[/]": "pending", "b": "[bold]odd[/bold]", "c": "failed", "d": "resting"},
+        waiting={"b": "event:[/]"},
+        history=[Transition(at="t", node="c", status="failed", detail="bad [/] input [red]")],
+        error="[/] run error",
+    )
+    report = RunReport(
+        workflow_id="w[/]",
+        run_id="r",
+        definition=DefinitionRef(name="[bold]Name[/]", version="[/]"),
+        status="resting",
+        error="[/red] oops",
+        nodes={"c": NodeReport(status="[/]", error="x [/] y"), "d": NodeReport(status="new")},
+        outputs={"list": ["[/]"]},
+    )
+    run = RunSummary(
+        workflow_id="w[/]",
+        run_id="r",
+        definition="d",
+        version="[/]",
+        status="resting",
+        started_at="2026-11-30T10:00:00.123+00:00",
+    )
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=200, record=True)
+    terminal.print(state_table(state))
+    shown = terminal.export_text()
+    for text in ("a[/]", "pending", "[bold]odd[/bold]", "waiting for event:[/]", "resting"):
+        assert text in shown
+    assert "bad [/] input [red]" in shown
+    print_state("w[/]", state)
+    print_report(report)
+    print_runs([run])
+    out = capsys.readouterr().out
+    for text in ("[/] run error", "[bold]Name[/] [/] · w[/] · resting", "x [/] y", "[/red] oops"):
+        assert text in out
+    assert "2026-11-30 10:00:00" in out
