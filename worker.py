@@ -76,13 +76,19 @@ async def running_worker(
         await resources.aclose()
 
 
-async def main() -> None:
-    """Connect, make sure the search attributes exist, and poll until SIGINT/SIGTERM."""
+async def main(*, development: bool = False) -> None:
+    """Connect, make sure the search attributes exist, and poll until SIGINT/SIGTERM.
+
+    ``development`` (``tideflow dev``) applies :meth:`WorkerSettings.for_development`: private
+    networks and the project's examples folder are allowed unless configured otherwise.
+    """
     from starter.client import connect
     from starter.server import ensure_search_attributes
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = WorkerSettings.from_env()
+    if development:
+        settings = settings.for_development()
     client = await connect(settings=settings)
     await ensure_search_attributes(client)
     stop = asyncio.Event()

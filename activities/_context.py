@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from temporalio import activity
 
+from activities._secrets import Redactor
 from activities.settings import WorkerSettings
 from interpreter.node_io import RunInfo, Usage
 
@@ -74,10 +75,14 @@ class NodeContext:
     """The details of the node's latest heartbeat (the registry repeats them to keep alive)."""
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _activity_context: contextvars.Context | None = field(default=None, repr=False)
+    _redactor: Redactor | None = field(default=None, repr=False)
 
     def heartbeat(self, *details: Any) -> None:
         """Tell Temporal the node is alive (with progress ``details`` a retry can read back
-        from ``activity.info().heartbeat_details``); safe to call from a worker thread."""
+        from ``activity.info().heartbeat_details``); safe to call from a worker thread.
+        Secret values the node's config used are redacted from the details."""
+        if self._redactor:
+            details = tuple(self._redactor.value(list(details)))
         self.last_heartbeat = details
         loop, context = self._loop, self._activity_context
         if loop is None or context is None:

@@ -3,30 +3,34 @@
 A family module declares its types with :func:`node_type`; :meth:`Registry.activities` turns
 every type into one Temporal activity named after the type, taking a single
 :class:`~interpreter.node_io.NodeInput` and returning a :class:`~interpreter.node_io.NodeResult`.
-The wrapper validates the config, maps :mod:`activities.errors` onto Temporal failures
-(retryable or not), reports the attempt number and serves ``cache``.
+The wrapper resolves ``${{ secrets.NAME }}`` and redacts their values from everything the node
+leaves behind (:mod:`activities._secrets`), validates the config, maps :mod:`activities.errors`
+onto Temporal failures (retryable or not), caps the output's size (``max_output_mb``), reports
+the attempt number and serves ``cache``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json, to_jsonable_python
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities._cache import MISSING, NodeCache
 from activities._context import NodeContext, WorkerResources
-from activities._secrets import resolve_secrets
-from activities.errors import NodeConfigError, NodeError
+from activities._secrets import Redactor, redacting_logs, resolve_secrets
+from activities.errors import NodeConfigError, NodeError, PermanentNodeError
+from activities.files import megabytes
 from interpreter.node_io import NodeInput, NodeResult, RunInfo
 from interpreter.node_types import BUILTIN_ALIASES, RAW_CONFIG_KEYS
 
@@ -143,19 +147,19 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
         span.set_attribute("tideflow.node", input.node_id)
         span.set_attribute("tideflow.node_type", node_type.name)
         span.set_attribute("tideflow.workflow_id", info.workflow_id or "")
+        used: dict[str, str] = {}
         try:
             raw = RAW_CONFIG_KEYS.get(node_type.name, frozenset())
-            resolved = {k: v if k in raw else resolve_secrets(v) for k, v in input.config.items()}
+            resolved = {
+                k: v if k in raw else resolve_secrets(v, used=used) for k, v in input.config.items()
+            }
             config = node_type.config_model.model_validate(resolved)
         except NodeConfigError as e:
-            raise _failure(input, e, info.attempt, node_type.name) from e
+            _fail(input, e, info.attempt, node_type.name, Redactor(used))
         except ValidationError as e:
-            raise _failure(
-                input,
-                NodeConfigError(f"bad config: {config_error_message(e)}"),
-                info.attempt,
-                node_type.name,
-            ) from e
+            error = NodeConfigError(f"bad config: {config_error_message(e)}")
+            _fail(input, error, info.attempt, node_type.name, Redactor(used), cause=e)
+        redactor = Redactor(used)
         ctx = NodeContext(
             node_id=input.node_id,
             node_type=node_type.name,
@@ -166,6 +170,7 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             scope=input.scope,
             _loop=asyncio.get_running_loop(),
             _activity_context=contextvars.copy_context(),
+            _redactor=redactor or None,
         )
         cache: NodeCache | None = None
         cache_key = ""
@@ -175,27 +180,46 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             hit = cache.get(cache_key, input.cache_ttl_seconds)
             if hit is not MISSING:
                 return NodeResult(output=hit, attempt=info.attempt, cached=True)
-        heartbeat = asyncio.create_task(_keep_alive(info.heartbeat_timeout, ctx))
-        try:
-            if inspect.iscoroutinefunction(node_type.function):
-                output = await node_type.function(config, ctx)
-            else:
-                output = await asyncio.to_thread(
-                    contextvars.copy_context().run, node_type.function, config, ctx
-                )
-        except (asyncio.CancelledError, ApplicationError):
-            raise
-        except Exception as e:
-            raise _failure(input, e, info.attempt, node_type.name) from e
-        finally:
-            heartbeat.cancel()
-        output = to_jsonable_python(output)
+        with redacting_logs(redactor) if redactor else contextlib.nullcontext():
+            heartbeat = asyncio.create_task(_keep_alive(info.heartbeat_timeout, ctx))
+            try:
+                if inspect.iscoroutinefunction(node_type.function):
+                    output = await node_type.function(config, ctx)
+                else:
+                    output = await asyncio.to_thread(
+                        contextvars.copy_context().run, node_type.function, config, ctx
+                    )
+                output = redactor.value(to_jsonable_python(output))
+                _check_output_size(output, resources.settings.max_output_bytes)
+            except asyncio.CancelledError:
+                raise
+            except ApplicationError as e:
+                if not redactor:
+                    raise
+                raise ApplicationError(
+                    redactor.text(e.message), type=e.type, non_retryable=e.non_retryable
+                ) from None
+            except Exception as e:
+                _fail(input, e, info.attempt, node_type.name, redactor)
+            finally:
+                heartbeat.cancel()
         if cache is not None:
             cache.put(cache_key, output)
         return NodeResult(output=output, attempt=info.attempt, usage=ctx.usage)
 
     run_node.__name__ = run_node.__qualname__ = node_type.name.replace(".", "_")
     return activity.defn(name=node_type.name)(run_node)
+
+
+def _check_output_size(output: Any, limit: int) -> None:
+    """A node's output may not exceed the worker's ``max_output_mb`` (as JSON)."""
+    size = len(to_json(output))
+    if size > limit:
+        raise PermanentNodeError(
+            f"the output is {megabytes(size)}, over the worker's limit of {megabytes(limit)} "
+            "for a node's output (setting max_output_mb, TIDEFLOW_MAX_OUTPUT_MB); keep large "
+            "data in storage and pass its location"
+        )
 
 
 async def _keep_alive(timeout: timedelta | None, ctx: NodeContext) -> None:
@@ -208,15 +232,30 @@ async def _keep_alive(timeout: timedelta | None, ctx: NodeContext) -> None:
         activity.heartbeat(*ctx.last_heartbeat)
 
 
-def _failure(input: NodeInput, error: Exception, attempt: int, node_type: str) -> ApplicationError:
-    """Map an exception onto a Temporal failure naming the node; NodeError decides retrying."""
+def _fail(
+    input: NodeInput,
+    error: Exception,
+    attempt: int,
+    node_type: str,
+    redactor: Redactor,
+    *,
+    cause: BaseException | None = None,
+) -> NoReturn:
+    """Raise the Temporal failure of ``error`` naming the node; NodeError decides retrying.
+
+    With secrets in use, the message is redacted and the cause chain left out: Temporal records
+    every cause's message in history and the worker logs the whole chain.
+    """
     if isinstance(error, NodeError):
         message, retryable = error.message, error.retryable
     else:
         message, retryable = f"{type(error).__name__}: {error}", True
-    return ApplicationError(
-        f"node {input.node_id!r} ({node_type}): {message}",
+    failure = ApplicationError(
+        redactor.text(f"node {input.node_id!r} ({node_type}): {message}"),
         {"attempt": attempt, "node": input.node_id},
         type=type(error).__name__,
         non_retryable=not retryable,
     )
+    if redactor:
+        raise failure from None
+    raise failure from cause or error

@@ -1,6 +1,9 @@
 """The ``documents.parse`` node type (aliases document_parser, parse_document, text_extraction).
 
-Reads one document from a path, ``file://``, ``s3://bucket/key`` or ``http(s)://`` and returns
+Reads one document from a path, ``file://``, ``s3://bucket/key`` or ``http(s)://`` — local paths
+only below the worker's file roots, URLs only to addresses the worker allows (redirects followed
+up to five times, each hop checked), and nothing larger than ``max_download_mb``: see
+:mod:`activities.files` and :mod:`activities.egress` — and returns
 ``{text, pages: [{number, text}], tables: [{header, rows}], metadata, mime_type}``:
 
 ========  =========================================================================================
@@ -29,7 +32,6 @@ then from the Content-Type the server declared, then UTF-8 text is read as plain
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import io
 import json
@@ -48,6 +50,7 @@ from urllib.request import url2pathname
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from activities import egress, files
 from activities._context import NodeContext
 from activities._registry import node_type
 from activities.errors import (
@@ -177,103 +180,47 @@ class _Fetched:
 
 
 async def _fetch(source: _Source, ctx: NodeContext) -> _Fetched:
-    settings = ctx.settings.documents
+    settings = ctx.settings
+    cap = settings.max_download_bytes
     if source.kind == "file":
-        return await asyncio.to_thread(_read_file, source)
-    if source.kind == "s3":
-        client = await ctx.resources.get(
-            "documents.s3_client",
-            lambda: asyncio.to_thread(_make_s3_client, settings),
-            close=lambda c: c.close(),
+        path = files.confine(
+            Path(source.location).absolute(), settings.allowed_file_roots(), shown=source.display
         )
-        return await asyncio.to_thread(_read_s3, client, source)
+        data = await asyncio.to_thread(files.read_file, path, shown=source.display, max_bytes=cap)
+        return _Fetched(data)
+    if source.kind == "s3":
+        client = await files.s3_client(ctx)
+        data, content_type = await asyncio.to_thread(
+            files.read_s3, client, source.location, source.key, max_bytes=cap
+        )
+        return _Fetched(data, content_type)
     http = await ctx.resources.get(
-        "documents.http_client",
-        lambda: httpx.AsyncClient(follow_redirects=True),
-        close=_close_http_client,
+        "egress.client", lambda: egress.new_client(settings), close=egress.close_client
     )
-    return await _read_http(http, source, settings.fetch_timeout_seconds)
-
-
-def _read_file(source: _Source) -> _Fetched:
-    try:
-        return _Fetched(Path(source.location).read_bytes())
-    except FileNotFoundError as e:
-        raise PermanentNodeError(f"{source.display}: no such file") from e
-    except IsADirectoryError as e:
-        raise PermanentNodeError(f"{source.display}: is a directory, not a document") from e
-    except PermissionError as e:
-        raise PermanentNodeError(f"{source.display}: permission denied") from e
-    except OSError as e:
-        # EIO, a stale network mount...: may pass on another attempt.
-        raise RetryableNodeError(f"{source.display}: cannot read: {e}") from e
-
-
-def _make_s3_client(settings: DocumentsSettings) -> Any:
-    """An S3 client configured by the standard AWS environment (AWS_ENDPOINT_URL, region...)."""
-    import boto3
-    from botocore.config import Config
-
-    # Temporal retries the node; one quick retry inside boto3 is enough.
-    config = Config(
-        connect_timeout=settings.fetch_timeout_seconds,
-        read_timeout=settings.fetch_timeout_seconds,
-        retries={"mode": "standard", "max_attempts": 2},
-    )
-    return boto3.session.Session().client("s3", config=config)
-
-
-# Error codes S3 (and S3-compatible stores) answer with for missing objects or buckets.
-_S3_NOT_FOUND = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
-# fmt: off
-_S3_RETRYABLE = frozenset({
-    "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeout", "Throttling",
-    "ThrottlingException", "RequestTimeTooSkewed",
-})
-# fmt: on
-
-
-def _read_s3(client: Any, source: _Source) -> _Fetched:
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        NoCredentialsError,
-        ParamValidationError,
-        PartialCredentialsError,
-    )
-
-    try:
-        response = client.get_object(Bucket=source.location, Key=source.key)
-        with contextlib.closing(response["Body"]) as body:
-            data = body.read()
-    except ClientError as e:
-        error = e.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        message = f"{source.display}: S3 answered {status or '?'} {code}: {error.get('Message', e)}"
-        if code in _S3_NOT_FOUND or status == 404:
-            raise PermanentNodeError(f"{source.display}: no such object ({code or status})") from e
-        if code in _S3_RETRYABLE or status >= 500 or status == 429:
-            raise RetryableNodeError(message) from e
-        raise PermanentNodeError(message) from e
-    except (NoCredentialsError, PartialCredentialsError, ParamValidationError) as e:
-        raise PermanentNodeError(f"{source.display}: {e}") from e
-    except BotoCoreError as e:
-        # Connection refused, timeouts, broken streams.
-        raise RetryableNodeError(f"{source.display}: S3 request failed: {e}") from e
-    return _Fetched(data, response.get("ContentType"))
+    return await _read_http(http, source, settings.documents.fetch_timeout_seconds, cap)
 
 
 # Statuses a later attempt may not see again.
 _HTTP_RETRYABLE = frozenset({408, 425, 429})
+_MAX_REDIRECTS = 5
 
 
-async def _read_http(client: httpx.AsyncClient, source: _Source, timeout: float) -> _Fetched:
+async def _read_http(
+    client: httpx.AsyncClient, source: _Source, timeout: float, max_bytes: int
+) -> _Fetched:
     try:
-        response = await client.get(source.location, timeout=timeout)
+        response = await egress.request(
+            client,
+            "GET",
+            source.location,
+            shown=source.display,
+            max_bytes=max_bytes,
+            max_redirects=_MAX_REDIRECTS,
+            timeout=timeout,
+        )
     except httpx.TimeoutException as e:
         raise RetryableNodeError(f"{source.display}: download timed out: {e!r}") from e
-    except (httpx.InvalidURL, httpx.UnsupportedProtocol, httpx.TooManyRedirects) as e:
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as e:
         raise PermanentNodeError(f"{source.display}: {e}") from e
     except httpx.HTTPError as e:
         raise RetryableNodeError(f"{source.display}: download failed: {e!r}") from e
@@ -283,11 +230,7 @@ async def _read_http(client: httpx.AsyncClient, source: _Source, timeout: float)
         if status >= 500 or status in _HTTP_RETRYABLE:
             raise RetryableNodeError(message)
         raise PermanentNodeError(message)
-    return _Fetched(response.content, response.headers.get("content-type"))
-
-
-async def _close_http_client(client: httpx.AsyncClient) -> None:
-    await client.aclose()
+    return _Fetched(response.content, response.content_type)
 
 
 # --- which format it is -----------------------------------------------------------------------

@@ -1,12 +1,20 @@
-"""The ``http.request`` node type (aliases ``api``, ``http``), through httpx."""
+"""The ``http.request`` node type (aliases ``api``, ``http``), through httpx.
+
+Connections go through :mod:`activities.egress`: link-local and metadata addresses are refused,
+loopback and private ones unless the worker allows them, and a response body larger than the
+worker's ``max_download_mb`` fails the node. Redirects are not followed (a 3xx is an unexpected
+status unless ``expect_status`` lists it).
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from activities import egress
 from activities._context import NodeContext
 from activities._registry import node_type
 from activities.errors import PermanentNodeError, RetryableNodeError
@@ -54,11 +62,17 @@ class HttpRequestConfig(BaseModel):
 @node_type("http.request", HttpRequestConfig)
 async def http_request(config: HttpRequestConfig, ctx: NodeContext) -> dict[str, Any]:
     """Send one HTTP request; fail on an unexpected status (5xx and 429 are retried)."""
-    client = await ctx.resources.get("http.client", httpx.AsyncClient, close=_close_client)
+    client = await ctx.resources.get(
+        "egress.client", lambda: egress.new_client(ctx.settings), close=egress.close_client
+    )
+    where = f"{config.method} {config.url}"
     try:
-        response = await client.request(
+        response = await egress.request(
+            client,
             config.method,
             config.url,
+            shown=where,
+            max_bytes=ctx.settings.max_download_bytes,
             headers=config.headers,
             params=config.params or None,
             json=config.json_body,
@@ -66,24 +80,23 @@ async def http_request(config: HttpRequestConfig, ctx: NodeContext) -> dict[str,
             timeout=config.timeout,
         )
     except httpx.TimeoutException as e:
-        raise RetryableNodeError(f"{config.method} {config.url} timed out: {e}") from e
+        raise RetryableNodeError(f"{where} timed out: {e}") from e
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as e:
+        raise PermanentNodeError(f"{where}: {e}") from e
     except httpx.HTTPError as e:
-        raise RetryableNodeError(f"{config.method} {config.url} failed: {e}") from e
+        raise RetryableNodeError(f"{where} failed: {e}") from e
     ok = (
         response.status_code in config.expect_status
         if config.expect_status is not None
         else 200 <= response.status_code < 300
     )
     if not ok:
-        message = (
-            f"{config.method} {config.url} answered {response.status_code}: "
-            f"{_excerpt(response.text)}"
-        )
+        message = f"{where} answered {response.status_code}: {_excerpt(response.text)}"
         if response.status_code in _RETRYABLE_STATUS:
             raise RetryableNodeError(message)
         raise PermanentNodeError(message)
     try:
-        body_json = response.json() if response.content else None
+        body_json = json.loads(response.content) if response.content else None
     except ValueError:
         body_json = None
     return {
@@ -92,10 +105,6 @@ async def http_request(config: HttpRequestConfig, ctx: NodeContext) -> dict[str,
         "json": body_json,
         "text": response.text,
     }
-
-
-async def _close_client(client: httpx.AsyncClient) -> None:
-    await client.aclose()
 
 
 def _excerpt(text: str, limit: int = 300) -> str:

@@ -28,13 +28,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import os
 import re
-import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
@@ -49,6 +47,8 @@ from temporalio.converter import (
     StorageDriverStoreContext,
 )
 
+from activities import files
+from activities.errors import NodeError
 from activities.settings import WorkerSettings
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 else:
     S3Client = Any
 
+T = TypeVar("T")
 _CLAIM_PATH = re.compile(r"^sha256/[0-9a-f]{2}/[0-9a-f]{64}$")
 
 
@@ -108,11 +109,11 @@ class FileStorageDriver(StorageDriver):
             path = self._root / relative
             if not path.exists():
                 try:
-                    _write_atomically(path, data)
-                except OSError as e:
+                    files.write_file(path, data, shown=str(path), durable=True)
+                except NodeError as e:
                     raise PayloadStoreError(
-                        f"cannot write payload {digest} to the payload store {self._root}: {e}"
-                    ) from e
+                        f"payload {digest} to the payload store {self._root}: {e.message}"
+                    ) from None
             claims.append(
                 StorageDriverClaim(
                     claim_data={
@@ -136,14 +137,15 @@ class FileStorageDriver(StorageDriver):
                 raise PayloadStoreError(f"not a payload store reference: {dict(claim.claim_data)}")
             path = self._root / relative
             try:
-                data = path.read_bytes()
-            except FileNotFoundError as e:
-                raise PayloadStoreError(
-                    f"payload {expected} is missing from the payload store {self._root} "
-                    "(was it deleted, or does this process use another TIDEFLOW_PAYLOAD_STORE?)"
-                ) from e
-            except OSError as e:
-                raise PayloadStoreError(f"cannot read payload {path}: {e}") from e
+                data = files.read_file(path, shown=f"payload {path}", max_bytes=None)
+            except NodeError as e:
+                if isinstance(e.__cause__, FileNotFoundError):
+                    raise PayloadStoreError(
+                        f"payload {expected} is missing from the payload store {self._root} "
+                        "(was it deleted, or does this process use another "
+                        "TIDEFLOW_PAYLOAD_STORE?)"
+                    ) from None
+                raise PayloadStoreError(e.message) from None
             actual = hashlib.sha256(data).hexdigest()
             if actual != expected:
                 raise PayloadStoreError(
@@ -155,26 +157,13 @@ class FileStorageDriver(StorageDriver):
         return payloads
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:16]}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class Boto3S3Client(S3StorageDriverClient):
     """The contrib S3 driver's client over boto3, each call run in a thread.
 
-    The boto3 client is created on first use from the standard AWS environment
-    (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, credentials…). ``prefix`` is put in front of
-    every key the driver asks for.
+    The boto3 client is :func:`activities.files.new_s3_client`, created on first use from the
+    standard AWS environment (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, credentials…), and
+    its failures are mapped by the same error map as the nodes', raised as
+    :class:`PayloadStoreError`. ``prefix`` is put in front of every key the driver asks for.
     """
 
     def __init__(self, prefix: str = "", client: S3Client | None = None) -> None:
@@ -186,15 +175,25 @@ class Boto3S3Client(S3StorageDriverClient):
     def _s3(self) -> S3Client:
         with self._lock:
             if self._client is None:
-                import boto3
-
-                self._client = boto3.session.Session().client("s3")
+                self._client = files.new_s3_client()
             return self._client
+
+    def _shown(self, bucket: str, key: str) -> str:
+        return f"payload {files.s3_uri(bucket, self._prefix + key)}"
+
+    def _call(self, bucket: str, key: str, call: Callable[[], T]) -> T:
+        try:
+            return files.s3_call(self._shown(bucket, key), call)
+        except NodeError as e:
+            raise PayloadStoreError(e.message) from None
 
     async def put_object(self, *, bucket: str, key: str, data: bytes) -> None:
         """Upload ``data`` to ``bucket`` at ``prefix + key``."""
         await asyncio.to_thread(
-            lambda: self._s3().put_object(Bucket=bucket, Key=self._prefix + key, Body=data)
+            self._call,
+            bucket,
+            key,
+            lambda: self._s3().put_object(Bucket=bucket, Key=self._prefix + key, Body=data),
         )
 
     async def object_exists(self, *, bucket: str, key: str) -> bool:
@@ -210,16 +209,22 @@ class Boto3S3Client(S3StorageDriverClient):
                 raise
             return True
 
-        return await asyncio.to_thread(head)
+        return await asyncio.to_thread(self._call, bucket, key, head)
 
     async def get_object(self, *, bucket: str, key: str) -> bytes:
         """The bytes at ``prefix + key``."""
 
         def get() -> bytes:
-            body = self._s3().get_object(Bucket=bucket, Key=self._prefix + key)["Body"]
-            return bytes(body.read())
+            data, _ = files.read_s3(
+                self._s3(),
+                bucket,
+                self._prefix + key,
+                max_bytes=None,
+                shown=self._shown(bucket, key),
+            )
+            return data
 
-        return await asyncio.to_thread(get)
+        return await asyncio.to_thread(self._call, bucket, key, get)
 
     def describe(self) -> Mapping[str, str]:
         """Region, endpoint and prefix, which the driver adds to its error messages."""

@@ -10,9 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
+from urllib.request import url2pathname
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+EXAMPLES_FOLDER = Path(__file__).resolve().parent.parent / "examples"
+"""The project's examples (sample definitions and documents), readable by development workers."""
 
 
 class _Section(BaseModel):
@@ -88,7 +93,21 @@ class WorkerSettings(_Section):
     payload_store: str | None = None
     """``file:///folder`` or ``s3://bucket/prefix``; default ``<home>/payloads``."""
     file_root: Path | None = None
-    """Root of ``file://`` URIs for storage nodes; default ``<home>/files``."""
+    """Root of relative ``file://`` URIs for storage nodes; default ``<home>/files``."""
+    file_roots: list[Path] = Field(default_factory=list)
+    """More folders nodes may read and write local files in (``TIDEFLOW_FILE_ROOTS``, separated
+    by ``:``). Always allowed besides: the file root, ``<home>/uploads`` and, when the payload
+    store is a folder, its ``uploads`` subfolder. See :meth:`allowed_file_roots`."""
+    allow_private_networks: bool = False
+    """Whether http.request and documents.parse may reach loopback and private addresses
+    (``TIDEFLOW_ALLOW_PRIVATE_NETWORKS``). Off for a plain worker, on for ``tideflow dev``, the
+    embedded worker and the demo (:meth:`for_development`). Link-local and cloud metadata
+    addresses are refused either way."""
+    max_download_mb: float = Field(default=100.0, gt=0)
+    """Largest body a node downloads or reads (documents.parse sources, storage.read,
+    http.request responses), in MiB (``TIDEFLOW_MAX_DOWNLOAD_MB``)."""
+    max_output_mb: float = Field(default=64.0, gt=0)
+    """Largest output a node may return, as JSON, in MiB (``TIDEFLOW_MAX_OUTPUT_MB``)."""
     databases: dict[str, str] = Field(default_factory=dict)
     """Named SQLAlchemy URLs; ``default_database`` defaults to SQLite in the data folder."""
     ai: AISettings = Field(default_factory=AISettings)
@@ -102,6 +121,37 @@ class WorkerSettings(_Section):
     def resolved_file_root(self) -> Path:
         """The folder ``file://`` storage URIs are confined to."""
         return (self.file_root or self.home / "files").resolve()
+
+    def allowed_file_roots(self) -> list[Path]:
+        """The folders local files of nodes must lie in (resolved, symlinks followed)."""
+        roots = [self.resolved_file_root, (self.home / "uploads").resolve()]
+        store = urlsplit(self.resolved_payload_store)
+        if store.scheme == "file":
+            roots.append(Path(url2pathname(unquote(store.path))).resolve() / "uploads")
+        roots.extend(root.expanduser().resolve() for root in self.file_roots)
+        return list(dict.fromkeys(roots))
+
+    @property
+    def max_download_bytes(self) -> int:
+        """``max_download_mb`` in bytes."""
+        return int(self.max_download_mb * 1024 * 1024)
+
+    @property
+    def max_output_bytes(self) -> int:
+        """``max_output_mb`` in bytes."""
+        return int(self.max_output_mb * 1024 * 1024)
+
+    def for_development(self) -> WorkerSettings:
+        """These settings for a worker on the developer's own machine (``tideflow dev``, the
+        embedded worker of ``tideflow run --embedded``, the demo): private networks allowed
+        unless the configuration says otherwise, and the project's ``examples`` folder readable
+        (the README's and the demo's sample documents live there)."""
+        update: dict[str, Any] = {}
+        if "allow_private_networks" not in self.model_fields_set:
+            update["allow_private_networks"] = True
+        if EXAMPLES_FOLDER.is_dir() and EXAMPLES_FOLDER not in self.file_roots:
+            update["file_roots"] = [*self.file_roots, EXAMPLES_FOLDER]
+        return self.model_copy(update=update)
 
     @property
     def resolved_payload_store(self) -> str:
@@ -139,6 +189,9 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
         "TIDEFLOW_PAYLOAD_THRESHOLD": ("payload_threshold",),
         "TIDEFLOW_PAYLOAD_STORE": ("payload_store",),
         "TIDEFLOW_FILE_ROOT": ("file_root",),
+        "TIDEFLOW_ALLOW_PRIVATE_NETWORKS": ("allow_private_networks",),
+        "TIDEFLOW_MAX_DOWNLOAD_MB": ("max_download_mb",),
+        "TIDEFLOW_MAX_OUTPUT_MB": ("max_output_mb",),
         "OPENAI_BASE_URL": ("ai", "base_url"),
         "OPENAI_API_KEY": ("ai", "api_key"),
         "TIDEFLOW_AI_MODEL": ("ai", "model"),
@@ -160,6 +213,8 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
             for key in path[:-1]:
                 target = target.setdefault(key, {})
             target[path[-1]] = env[var]
+    if "TIDEFLOW_FILE_ROOTS" in env:
+        data["file_roots"] = [part for part in env["TIDEFLOW_FILE_ROOTS"].split(os.pathsep) if part]
     # TIDEFLOW_DATABASE_<NAME>=url adds or replaces the named connection <name> (lower case).
     for var, value in env.items():
         if var.startswith("TIDEFLOW_DATABASE_"):

@@ -3,9 +3,11 @@
 
 A location is a URI: ``s3://bucket/key`` (through boto3; endpoint, region and credentials come
 from the standard AWS environment — ``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``,
-``AWS_ACCESS_KEY_ID``… — or the shared AWS config files) or ``file://path``, confined to the
-worker's file root (``settings.resolved_file_root``, ``TIDEFLOW_FILE_ROOT``): ``file://a/b.json``
-is relative to the root, ``file:///abs/b.json`` must lie inside it.
+``AWS_ACCESS_KEY_ID``… — or the shared AWS config files) or ``file://path``: ``file://a/b.json``
+is relative to the worker's file root (``settings.resolved_file_root``, ``TIDEFLOW_FILE_ROOT``),
+``file:///abs/b.json`` must lie inside one of the folders nodes may use (the file root, the
+uploads folders and ``file_roots``; see :mod:`activities.files`). Reads stop at the worker's
+``max_download_mb``.
 
 The seeds' form ``{storage_type: s3, bucket: …, key: …}`` is accepted too. Without a ``key`` a
 write goes to ``<workflow_id>/<node_id>.<ext>`` (``.json``, ``.txt`` or ``.bin`` after the
@@ -21,44 +23,21 @@ import binascii
 import hashlib
 import json
 import mimetypes
-import os
-import tempfile
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from activities import files
 from activities._context import NodeContext
 from activities._registry import node_type
-from activities.errors import NodeConfigError, PermanentNodeError, RetryableNodeError
+from activities.errors import NodeConfigError, PermanentNodeError
+from activities.settings import WorkerSettings
 
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
-else:
-    S3Client = Any
-
-T = TypeVar("T")
 Encoding = Literal["json", "text", "base64"]
 
-# S3 error codes another attempt cannot fix; anything else with a 4xx status is permanent too,
-# and 5xx, throttling and connection failures are retried.
-_S3_RETRYABLE_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestTimeout",
-        "RequestTimeTooSkewed",
-        "InternalError",
-        "ServiceUnavailable",
-        "503",
-        "500",
-    }
-)
 _EXTENSIONS: dict[str, str] = {"json": ".json", "text": ".txt", "base64": ".bin"}
 _CONTENT_TYPES: dict[str, str] = {
     "json": "application/json",
@@ -151,18 +130,17 @@ async def storage_write(config: StorageWriteConfig, ctx: NodeContext) -> dict[st
     content_type = config.content_type or _content_type(encoding, target)
     digest = hashlib.sha256(data).hexdigest()
     if isinstance(target, Path):
-        await asyncio.to_thread(_write_file, target, data)
+        await asyncio.to_thread(files.write_file, target, data, shown=target.as_uri())
         return {
             "uri": target.as_uri(),
             "size": len(data),
             "sha256": digest,
             "content_type": content_type,
         }
-    client = await _s3_client(ctx)
+    client = await files.s3_client(ctx)
     response = await asyncio.to_thread(
-        _s3_call,
-        target,
-        "write",
+        files.s3_call,
+        target.uri,
         lambda: client.put_object(
             Bucket=target.bucket, Key=target.key, Body=data, ContentType=content_type
         ),
@@ -183,20 +161,18 @@ async def storage_write(config: StorageWriteConfig, ctx: NodeContext) -> dict[st
 async def storage_read(config: StorageReadConfig, ctx: NodeContext) -> dict[str, Any]:
     """Read an object from S3 or a file below the file root, as text, JSON or base64 bytes."""
     target = _target(config, ctx, default_key=None)
+    cap = ctx.settings.max_download_bytes
     if isinstance(target, Path):
-        data = await asyncio.to_thread(_read_file, target)
         uri = target.as_uri()
+        data = await asyncio.to_thread(files.read_file, target, shown=uri, max_bytes=cap)
         content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
     else:
-        client = await _s3_client(ctx)
-
-        def get() -> tuple[bytes, str]:
-            response = client.get_object(Bucket=target.bucket, Key=target.key)
-            return response["Body"].read(), response.get("ContentType") or ""
-
-        data, content_type = await asyncio.to_thread(_s3_call, target, "read", get)
+        client = await files.s3_client(ctx)
+        data, declared = await asyncio.to_thread(
+            files.read_s3, client, target.bucket, target.key, max_bytes=cap
+        )
         uri = target.uri
-        content_type = content_type or "application/octet-stream"
+        content_type = declared or "application/octet-stream"
     return {
         "uri": uri,
         "content": _decode(data, config.as_, uri),
@@ -247,10 +223,11 @@ def _decode(data: bytes, as_: str, uri: str) -> Any:
 
 def _target(config: _Location, ctx: NodeContext, *, default_key: str | None) -> Path | _S3Target:
     """The file path (checked against the file root) or S3 object a config names."""
-    root = ctx.settings.resolved_file_root
+    settings = ctx.settings
     if config.uri is not None:
         if config.uri.startswith("file://"):
-            return _confined_path(config.uri, unquote(config.uri.removeprefix("file://")), root)
+            raw = unquote(config.uri.removeprefix("file://"))
+            return _confined_path(config.uri, raw, settings)
         bucket, _, object_key = config.uri.removeprefix("s3://").partition("/")
         if not bucket or not object_key:
             raise NodeConfigError(f"{config.uri}: an S3 URI needs a bucket and a key")
@@ -259,118 +236,20 @@ def _target(config: _Location, ctx: NodeContext, *, default_key: str | None) -> 
     if not key:
         raise NodeConfigError("give the key of the object to read (or a uri)")
     if config.storage_type in ("file", "local"):
-        return _confined_path(f"file://{key}", key, root)
+        return _confined_path(f"file://{key}", key, settings)
     assert config.bucket is not None  # the model validator guarantees it
     return _S3Target(config.bucket, key.lstrip("/"))
 
 
-def _confined_path(uri: str, raw: str, root: Path) -> Path:
-    """``raw`` (relative to ``root``, or absolute) resolved; it must stay inside ``root``."""
+def _confined_path(uri: str, raw: str, settings: WorkerSettings) -> Path:
+    """``raw`` (relative to the file root, or absolute) resolved; it must stay inside the
+    folders nodes may use."""
     if raw.startswith("localhost/"):
         raw = raw.removeprefix("localhost")
     if not raw.strip("/"):
         raise NodeConfigError(f"{uri}: no file path")
     path = Path(raw)
-    # resolve() follows symlinks, so a link pointing out of the root is caught too.
-    resolved = (path if path.is_absolute() else root / path).resolve()
-    if not resolved.is_relative_to(root):
-        raise PermanentNodeError(
-            f"{uri}: the path leaves the file root {root} (storage nodes may only use files "
-            "below it; set TIDEFLOW_FILE_ROOT to move it)"
-        )
-    return resolved
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write a sibling temporary file and rename it over the target, so readers never see a
-        # half-written file and a retried attempt simply replaces it.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except IsADirectoryError as e:
-        raise PermanentNodeError(f"cannot write {path.as_uri()}: it is a folder") from e
-    except (PermissionError, NotADirectoryError, FileExistsError) as e:
-        raise PermanentNodeError(f"cannot write {path.as_uri()}: {e}") from e
-    except OSError as e:
-        raise RetryableNodeError(f"cannot write {path.as_uri()}: {e}") from e
-
-
-def _read_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError as e:
-        raise PermanentNodeError(f"{path.as_uri()} does not exist") from e
-    except (IsADirectoryError, PermissionError, NotADirectoryError) as e:
-        raise PermanentNodeError(f"cannot read {path.as_uri()}: {e}") from e
-    except OSError as e:
-        raise RetryableNodeError(f"cannot read {path.as_uri()}: {e}") from e
-
-
-# boto3 sessions are not thread-safe; creating the client under a lock keeps concurrent first
-# uses from racing (the client itself is safe to share between threads).
-_client_lock = threading.Lock()
-
-
-def _new_s3_client() -> S3Client:
-    import boto3
-    from botocore.config import Config
-
-    with _client_lock:
-        # Temporal retries failed nodes; a short botocore retry budget keeps one attempt bounded.
-        return boto3.session.Session().client(
-            "s3",
-            config=Config(
-                retries={"mode": "standard", "max_attempts": 3},
-                connect_timeout=10,
-                read_timeout=60,
-            ),
-        )
-
-
-async def _s3_client(ctx: NodeContext) -> S3Client:
-    return await ctx.resources.get("storage.s3_client", _new_s3_client, close=_close_s3_client)
-
-
-def _close_s3_client(client: S3Client) -> None:
-    client.close()
-
-
-def _s3_call(target: _S3Target, action: str, call: Callable[[], T]) -> T:
-    """Run one S3 call, mapping botocore's errors onto retryable or permanent node errors."""
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        ConnectionError,
-        HTTPClientError,
-        NoCredentialsError,
-        ParamValidationError,
+    root = settings.resolved_file_root
+    return files.confine(
+        path if path.is_absolute() else root / path, settings.allowed_file_roots(), shown=uri
     )
-
-    where = f"bucket {target.bucket!r}, key {target.key!r}"
-    try:
-        return call()
-    except ClientError as e:
-        error = e.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        message = f"S3 {action} failed ({where}): {code or status} {error.get('Message', '')}"
-        if code in _S3_RETRYABLE_CODES or status >= 500 or status == 429:
-            raise RetryableNodeError(message.rstrip()) from e
-        if code in ("NoSuchKey", "404", "NotFound"):
-            message = f"S3 object not found ({where})"
-        elif code == "NoSuchBucket":
-            message = f"S3 bucket {target.bucket!r} does not exist ({where})"
-        raise PermanentNodeError(message.rstrip()) from e
-    except (ConnectionError, HTTPClientError) as e:
-        raise RetryableNodeError(f"S3 {action} failed ({where}): {e}") from e
-    except (NoCredentialsError, ParamValidationError) as e:
-        raise PermanentNodeError(f"S3 {action} failed ({where}): {e}") from e
-    except BotoCoreError as e:
-        raise RetryableNodeError(f"S3 {action} failed ({where}): {e}") from e

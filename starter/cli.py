@@ -863,7 +863,7 @@ def _dev(args: argparse.Namespace) -> int:
     _start_server(server)
     os.environ["TEMPORAL_ADDRESS"] = server.address
     try:
-        asyncio.run(worker.main())
+        asyncio.run(worker.main(development=True))
     except KeyboardInterrupt:
         pass
     finally:

@@ -44,7 +44,8 @@ async def run_demo() -> int:
     """Run the demo; 0 when every run completed."""
     # Wide enough for the table even when the output is a file or a CI log (80 by default).
     console = Console(width=None if Console().is_terminal else 150)
-    settings = WorkerSettings.from_env()
+    # The sample invoices live in the examples folder, which a development worker may read.
+    settings = WorkerSettings.from_env().for_development()
     definition = tideflow.load(EXAMPLE)
     invoices = sample_invoices()
     if not shutil.which("tesseract"):

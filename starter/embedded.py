@@ -36,7 +36,8 @@ async def embedded_temporal(settings: WorkerSettings | None = None) -> AsyncIter
     # The in-process worker's own logs (a traceback per failed attempt) would bury the run's
     # progress; the report says what failed. A standalone worker keeps them.
     logging.getLogger("temporalio").setLevel(logging.ERROR)
-    settings = settings or WorkerSettings.from_env()
+    # A worker for the person at this machine: their own network and the examples are fair game.
+    settings = settings or WorkerSettings.from_env().for_development()
     address = os.environ.get("TEMPORAL_ADDRESS", tideflow.DEFAULT_ADDRESS)
     if not _answers(address):
         server = DevServer(data_dir=data_home())

@@ -53,6 +53,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities import WorkerSettings
+from activities.files import new_s3_client, s3_call
 from interpreter import Definition, Problem
 from interpreter.inputs import InputError
 from interpreter.loader import read_yaml
@@ -593,10 +594,8 @@ class DocumentWatcher:
     def _list(self) -> list[_Found]:
         if self.is_s3:
             if self._s3 is None:
-                import boto3
-
-                self._s3 = boto3.client("s3")
-            return _list_s3(self._s3, self.source)
+                self._s3 = new_s3_client()
+            return s3_call(self.source, lambda: _list_s3(self._s3, self.source))
         folder = Path(self.source)
         if not folder.is_dir():
             if not self._warned:

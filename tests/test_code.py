@@ -197,6 +197,40 @@ async def test_curated_modules_are_usable_preimported_or_imported() -> None:
     }
 
 
+async def test_dates_format_parse_and_know_today() -> None:
+    # datetime's C code imports time and _strptime by itself; the sandbox serves them to it.
+    output = await run_code(
+        r"""
+        from datetime import date
+        today = datetime.date.today()
+        moment = datetime.datetime.strptime("09/03/2024 17:30", "%d/%m/%Y %H:%M")
+        day = date(2024, 3, 9)
+        return {
+            "today": (datetime.datetime.now().date() - today).days in (0, 1),
+            "strftime": day.strftime("%Y-%m-%d %a"),
+            "strptime": moment,
+            "fstring": f"{moment:%H:%M on %d %b}",
+            "timetuple": day.timetuple().tm_yday,
+            "utc": datetime.datetime(2024, 3, 9, tzinfo=datetime.timezone.utc).strftime("%Z"),
+        }
+        """
+    )
+    assert output == {
+        "today": True,
+        "strftime": "2024-03-09 Sat",
+        "strptime": "2024-03-09T17:30:00",
+        "fstring": "17:30 on 09 Mar",
+        "timetuple": 69,
+        "utc": "UTC",
+    }
+
+
+@pytest.mark.parametrize("module", ["time", "_strptime"])
+async def test_the_modules_dates_use_stay_out_of_reach(module: str) -> None:
+    error = await code_error(f"import {module}\nreturn 1")
+    assert f"import of {module!r} is blocked" in error.message
+
+
 async def test_changes_to_the_scope_stay_inside_the_node() -> None:
     output = await run_code(
         'vars["reviewed"] = True\ninputs["new"] = 1\nreturn [vars.reviewed, inputs.new]',

@@ -26,7 +26,7 @@ from temporalio.testing import ActivityEnvironment
 from activities import WorkerResources, WorkerSettings, registry
 from activities.settings import DocumentsSettings
 from interpreter.node_io import NodeInput
-from tests.nodes import run_node
+from tests.nodes import run_node as run_any_node
 from tests.servers._quiet_http import QuietHTTPServer
 from tests.servers.s3 import S3Server
 
@@ -40,17 +40,52 @@ needs_tesseract = pytest.mark.skipif(
 )
 
 
-async def parse(source: str | Path, **config: Any) -> dict[str, Any]:
+ALLOWED: list[Path] = [EXAMPLES]
+"""Folders the tests' worker may read: the sample documents and (added by a fixture) the
+session's temporary folders."""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _allow_temporary_folders(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    ALLOWED.append(tmp_path_factory.getbasetemp().resolve())
+    yield
+    ALLOWED.pop()
+
+
+def worker_settings(**overrides: Any) -> WorkerSettings:
+    """Settings that let documents.parse read the test folders and the loopback servers."""
+    return WorkerSettings(
+        **{"file_roots": list(ALLOWED), "allow_private_networks": True, **overrides}
+    )
+
+
+async def run_node(node_type: str, config: dict[str, Any], **options: Any) -> Any:
+    """``tests.nodes.run_node`` with :func:`worker_settings` unless settings are given."""
+    options.setdefault("settings", worker_settings())
+    return await run_any_node(node_type, config, **options)
+
+
+async def parse(
+    source: str | Path, *, settings: WorkerSettings | None = None, **config: Any
+) -> dict[str, Any]:
     """The output of documents.parse for ``source``."""
-    result = await run_node("documents.parse", {"source": str(source), **config})
+    result = await run_node(
+        "documents.parse", {"source": str(source), **config}, settings=settings or worker_settings()
+    )
     output: dict[str, Any] = result.output
     return output
 
 
-async def parse_error(source: str | Path, **config: Any) -> ApplicationError:
+async def parse_error(
+    source: str | Path, *, settings: WorkerSettings | None = None, **config: Any
+) -> ApplicationError:
     """The failure documents.parse reports for ``source``."""
     with pytest.raises(ApplicationError) as caught:
-        await run_node("documents.parse", {"source": str(source), **config})
+        await run_node(
+            "documents.parse",
+            {"source": str(source), **config},
+            settings=settings or worker_settings(),
+        )
     return caught.value
 
 
@@ -276,7 +311,7 @@ async def test_pdf_heartbeats_once_per_page(tmp_path: Path) -> None:
     heartbeats: list[Any] = []
     env = ActivityEnvironment()
     env.on_heartbeat = lambda *details: heartbeats.append(details)
-    resources = WorkerResources(WorkerSettings())
+    resources = WorkerResources(worker_settings())
     activity = next(
         a
         for a in registry.activities(resources)
@@ -421,7 +456,7 @@ async def test_missing_ocr_language_names_the_package(tmp_path: Path) -> None:
 
 
 async def test_missing_tesseract_is_a_permanent_error_naming_the_package(tmp_path: Path) -> None:
-    settings = WorkerSettings(documents=DocumentsSettings(tesseract_cmd=str(tmp_path / "nope")))
+    settings = worker_settings(documents=DocumentsSettings(tesseract_cmd=str(tmp_path / "nope")))
     with pytest.raises(ApplicationError) as caught:
         await run_node(
             "documents.parse",
@@ -483,6 +518,59 @@ async def test_file_uri_and_seed_alias(tmp_path: Path) -> None:
     result = await run_node("parse_document", {"source": path.as_uri()})
     assert result.output["text"] == "hello from a file URI"
     assert result.output["metadata"]["filename"] == "my notes.txt"
+
+
+# --- which files --------------------------------------------------------------------------------
+
+
+async def test_files_outside_the_roots_are_refused_like_missing_ones(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "inbox").mkdir(parents=True)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    (root / "inbox" / "link.txt").symlink_to(secret)
+    settings = worker_settings(home=tmp_path / "home", file_roots=[root])
+    sources: list[str | Path] = [
+        secret,
+        secret.as_uri(),
+        root / "inbox" / "link.txt",
+        f"{root}/inbox/../../secret.txt",
+        tmp_path / "absent.txt",
+    ]
+    for source in sources:
+        error = await parse_error(source, settings=settings)
+        assert error.non_retryable is True
+        assert error.type == "OutsideRootsError"
+        assert "top secret" not in error.message
+        assert f"{source}: outside the worker's file roots" in error.message
+        assert str(root) in error.message and "TIDEFLOW_FILE_ROOTS" in error.message
+
+
+async def test_the_default_roots_are_the_uploads_and_the_file_root(tmp_path: Path) -> None:
+    settings = WorkerSettings(home=tmp_path)
+    uploads = tmp_path / "uploads" / "u1" / "note.txt"
+    stored = settings.resolved_file_root / "reports" / "r.md"
+    in_store = tmp_path / "payloads" / "uploads" / "s.txt"
+    for path, text in [(uploads, "uploaded"), (stored, "# Stored"), (in_store, "shared")]:
+        path.parent.mkdir(parents=True)
+        path.write_text(text)
+        assert (await parse(path, settings=settings))["text"] == text
+    assert settings.allowed_file_roots() == [
+        (tmp_path / "files").resolve(),
+        (tmp_path / "uploads").resolve(),
+        (tmp_path / "payloads" / "uploads").resolve(),
+    ]
+
+
+async def test_a_file_over_the_download_cap_is_not_read(tmp_path: Path) -> None:
+    path = tmp_path / "big.txt"
+    path.write_bytes(b"a" * 200_000)
+    error = await parse_error(path, settings=worker_settings(max_download_mb=0.1))
+    assert error.type == "TooLargeError"
+    assert error.message.endswith(
+        f"{path}: 0.191 MB, over the worker's download limit of 0.1 MB (setting "
+        "max_download_mb (TIDEFLOW_MAX_DOWNLOAD_MB))"
+    )
 
 
 # --- failures ---------------------------------------------------------------------------------
@@ -640,6 +728,8 @@ class HttpFiles:
     routes: dict[str, tuple[int, str, bytes]] = field(default_factory=dict)
     held: dict[str, threading.Event] = field(default_factory=dict)
     """Paths whose answer waits until their event is set (or 10 s pass)."""
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)
+    """More headers of a path's answer (a redirect's Location)."""
 
 
 def closed_port() -> int:
@@ -664,6 +754,8 @@ def http_files() -> Iterator[HttpFiles]:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in files.headers.get(path, {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(body)
 
@@ -729,7 +821,7 @@ async def test_http_connection_refused_is_retryable() -> None:
 async def test_http_timeout_is_retryable(http_files: HttpFiles) -> None:
     http_files.routes["/slow.pdf"] = (200, "application/pdf", make_pdf([["late"]]))
     release = http_files.held["/slow.pdf"] = threading.Event()
-    settings = WorkerSettings(documents=DocumentsSettings(fetch_timeout_seconds=0.2))
+    settings = worker_settings(documents=DocumentsSettings(fetch_timeout_seconds=0.2))
     try:
         with pytest.raises(ApplicationError) as caught:
             await run_node(
@@ -740,3 +832,51 @@ async def test_http_timeout_is_retryable(http_files: HttpFiles) -> None:
     assert caught.value.non_retryable is False
     assert "/slow.pdf" in caught.value.message
     assert "timed out" in caught.value.message
+
+
+async def test_redirects_are_followed_a_few_times_each_hop_checked(http_files: HttpFiles) -> None:
+    http_files.routes["/final.csv"] = (200, "text/csv", b"a,b\n1,2\n")
+    http_files.routes["/hop1"] = (301, "text/plain", b"")
+    http_files.headers["/hop1"] = {"Location": "/hop2"}
+    http_files.routes["/hop2"] = (302, "text/plain", b"")
+    http_files.headers["/hop2"] = {"Location": f"{http_files.base_url}/final.csv"}
+    out = await parse(f"{http_files.base_url}/hop1")
+    assert out["tables"] == [{"header": ["a", "b"], "rows": [["1", "2"]]}]
+
+    http_files.routes["/loop"] = (302, "text/plain", b"")
+    http_files.headers["/loop"] = {"Location": "/loop"}
+    error = await parse_error(f"{http_files.base_url}/loop")
+    assert error.non_retryable is True
+    assert error.message.endswith(f"{http_files.base_url}/loop: more than 5 redirects")
+
+    http_files.routes["/to-file"] = (302, "text/plain", b"")
+    http_files.headers["/to-file"] = {"Location": "file:///etc/passwd"}
+    error = await parse_error(f"{http_files.base_url}/to-file")
+    assert "redirected to a file: URL, not http(s)" in error.message
+
+    http_files.routes["/to-metadata"] = (307, "text/plain", b"")
+    http_files.headers["/to-metadata"] = {"Location": "http://[fd00:ec2::254]/latest/"}
+    error = await parse_error(f"{http_files.base_url}/to-metadata")
+    assert error.type == "BlockedAddressError"
+    assert "fd00:ec2::254 is a cloud metadata address" in error.message
+
+
+async def test_a_default_worker_refuses_loopback_sources(http_files: HttpFiles) -> None:
+    http_files.routes["/doc.txt"] = (200, "text/plain", b"hello")
+    error = await parse_error(f"{http_files.base_url}/doc.txt", settings=WorkerSettings())
+    assert error.type == "BlockedAddressError"
+    assert "127.0.0.1 is a loopback address" in error.message
+
+
+async def test_downloads_over_the_cap_fail(http_files: HttpFiles, s3_server: S3Server) -> None:
+    settings = worker_settings(max_download_mb=0.1)
+    http_files.routes["/big.txt"] = (200, "text/plain", b"b" * 200_000)
+    error = await parse_error(f"{http_files.base_url}/big.txt", settings=settings)
+    assert error.type == "TooLargeError"
+    assert "big.txt: 0.191 MB, over the worker's download limit of 0.1 MB" in error.message
+
+    bucket = s3_server.new_bucket("docs")
+    s3_server.client().put_object(Bucket=bucket, Key="big.txt", Body=b"c" * 200_000)
+    error = await parse_error(f"s3://{bucket}/big.txt", settings=settings)
+    assert error.type == "TooLargeError"
+    assert f"s3://{bucket}/big.txt: 0.191 MB, over the worker's download limit" in error.message

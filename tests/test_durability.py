@@ -44,6 +44,7 @@ class Workers:
             TEMPORAL_ADDRESS=self.address,
             TIDEFLOW_HOME=str(self.home),
             TIDEFLOW_TASK_QUEUE=TASK_QUEUE,
+            TIDEFLOW_ALLOW_PRIVATE_NETWORKS="true",  # the webhook server is on 127.0.0.1
             PYTHONUNBUFFERED="1",
         )
         process = subprocess.Popen(

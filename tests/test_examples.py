@@ -38,6 +38,9 @@ async def examples_worker(
         home=home,
         task_queue=queue,
         ai=AISettings(base_url=openai_stub.base_url, api_key="test", model="stub-model"),
+        # The sample documents and the webhook, as `tideflow dev` allows them.
+        file_roots=[EXAMPLES],
+        allow_private_networks=True,
     )
     async with running_worker(temporal_env.client, settings):
         yield queue, settings

@@ -188,3 +188,22 @@ def test_store_uris() -> None:
     with pytest.raises(ValueError, match="needs a bucket"):
         storage_driver("s3:///prefix")
     assert storage_driver("file:///tmp/a%20b").root == Path("/tmp/a b")  # type: ignore[attr-defined]
+
+
+async def test_s3_client_failures_are_one_line_store_errors(s3_server: S3Server) -> None:
+    from activities.payload_store import Boto3S3Client, PayloadStoreError
+
+    bucket = s3_server.new_bucket("payloads")
+    client = Boto3S3Client(prefix="tf")
+    await client.put_object(bucket=bucket, key="k1", data=b"blob")
+    assert await client.get_object(bucket=bucket, key="k1") == b"blob"
+    assert await client.object_exists(bucket=bucket, key="k1")
+    assert not await client.object_exists(bucket=bucket, key="k2")
+    with pytest.raises(PayloadStoreError) as missing:
+        await client.get_object(bucket=bucket, key="k2")
+    assert str(missing.value) == f"payload s3://{bucket}/tf/k2: no such object (NoSuchKey)"
+    with pytest.raises(PayloadStoreError) as no_bucket:
+        await client.put_object(bucket="tideflow-no-such-bucket", key="k", data=b"x")
+    assert str(no_bucket.value) == (
+        "payload s3://tideflow-no-such-bucket/tf/k: no such bucket (NoSuchBucket)"
+    )

@@ -11,6 +11,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from activities import WorkerSettings
+from activities.settings import EXAMPLES_FOLDER
 from tests.nodes import run_node
 from tests.servers.s3 import S3Server, free_port
 
@@ -273,3 +274,66 @@ async def test_s3_unreachable_endpoint_is_retryable(
         )
     assert not failure.value.non_retryable
     assert "some-bucket" in failure.value.message
+
+
+# --- the folders and sizes a worker allows -------------------------------------------------------
+
+
+async def test_uploads_and_configured_roots_are_usable_by_absolute_uri(tmp_path: Path) -> None:
+    extra = tmp_path / "shared"
+    settings = WorkerSettings(home=tmp_path / "home", file_roots=[extra])
+    upload = tmp_path / "home" / "uploads" / "u1" / "in.txt"
+    upload.parent.mkdir(parents=True)
+    upload.write_text("uploaded")
+    read = await run_node("storage.read", {"uri": upload.as_uri()}, settings=settings)
+    assert read.output["content"] == "uploaded"
+    target = extra / "out" / "copy.txt"
+    await run_node(
+        "storage.write", {"uri": target.as_uri(), "content": "copied"}, settings=settings
+    )
+    assert target.read_text() == "copied"
+
+
+async def test_reads_stop_at_the_download_cap(s3_server: S3Server, tmp_path: Path) -> None:
+    settings = WorkerSettings(home=tmp_path, max_download_mb=0.1)
+    root = settings.resolved_file_root
+    root.mkdir(parents=True)
+    (root / "big.bin").write_bytes(BINARY * 200)
+    bucket = s3_server.new_bucket()
+    s3_server.client().put_object(Bucket=bucket, Key="big.bin", Body=BINARY * 200)
+    for uri in ["file://big.bin", f"s3://{bucket}/big.bin"]:
+        with pytest.raises(ApplicationError) as failure:
+            await run_node("storage.read", {"uri": uri, "as": "bytes_base64"}, settings=settings)
+        assert failure.value.non_retryable
+        assert failure.value.type == "TooLargeError"
+        assert "0.195 MB, over the worker's download limit of 0.1 MB" in failure.value.message
+
+
+def test_worker_limits_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "TIDEFLOW_HOME": str(tmp_path),
+        "TIDEFLOW_FILE_ROOTS": f"{tmp_path / 'a'}:{tmp_path / 'b'}",
+        "TIDEFLOW_ALLOW_PRIVATE_NETWORKS": "true",
+        "TIDEFLOW_MAX_DOWNLOAD_MB": "12.5",
+        "TIDEFLOW_MAX_OUTPUT_MB": "3",
+    }
+    settings = WorkerSettings.from_env(env)
+    assert settings.file_roots == [tmp_path / "a", tmp_path / "b"]
+    assert settings.allowed_file_roots()[-2:] == [tmp_path / "a", tmp_path / "b"]
+    assert settings.allow_private_networks is True
+    assert (settings.max_download_bytes, settings.max_output_bytes) == (13107200, 3145728)
+
+    plain = WorkerSettings.from_env({"TIDEFLOW_HOME": str(tmp_path)})
+    assert (plain.allow_private_networks, plain.max_download_mb, plain.max_output_mb) == (
+        False,
+        100,
+        64,
+    )
+    dev = plain.for_development()
+    assert dev.allow_private_networks is True
+    assert EXAMPLES_FOLDER in dev.file_roots and EXAMPLES_FOLDER.is_dir()
+    # What the configuration says explicitly wins over the development defaults.
+    refused = WorkerSettings.from_env(
+        {"TIDEFLOW_HOME": str(tmp_path), "TIDEFLOW_ALLOW_PRIVATE_NETWORKS": "false"}
+    )
+    assert refused.for_development().allow_private_networks is False

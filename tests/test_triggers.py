@@ -467,6 +467,8 @@ async def test_s3_prefix_watcher_starts_one_run_per_object(
     mixed = await watcher.poll_once()
     assert [r.source for r in mixed.started] == [f"s3://{bucket}/incoming/d.pdf"]
     assert len(mixed.errors) == 1 and f"{bucket}-gone" in mixed.errors[0]
+    # The shared S3 error map: one line naming the prefix and what is wrong.
+    assert mixed.errors[0].endswith(f"s3://{bucket}-gone/incoming/: no such bucket (NoSuchBucket)")
 
 
 # --- events -------------------------------------------------------------------------------------

@@ -84,7 +84,8 @@ async def tideflow(
 
     home = tmp_path_factory.mktemp("tideflow-home")
     task_queue = f"tideflow-test-{uuid.uuid4().hex[:8]}"
-    settings = WorkerSettings(home=home, task_queue=task_queue)
+    # The tests' endpoints (webhook, HTTP file servers) listen on 127.0.0.1.
+    settings = WorkerSettings(home=home, task_queue=task_queue, allow_private_networks=True)
     async with running_worker(temporal_env.client, settings):
         yield Tideflow(temporal_env.client, task_queue, home)
 
@@ -98,6 +99,6 @@ async def time_skipping_tideflow(
 
     home = tmp_path_factory.mktemp("tideflow-skip-home")
     task_queue = f"tideflow-skip-{uuid.uuid4().hex[:8]}"
-    settings = WorkerSettings(home=home, task_queue=task_queue)
+    settings = WorkerSettings(home=home, task_queue=task_queue, allow_private_networks=True)
     async with running_worker(time_skipping_env.client, settings):
         yield Tideflow(time_skipping_env.client, task_queue, home, time_skipping=True)
