@@ -1,0 +1,97 @@
+"""The app factory: one FastAPI app over a definitions folder, its routers, error handlers and
+lifespan (the Temporal connection and the trigger loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from activities import WorkerSettings
+from starter._catalog import definitions_dir
+from starter.api import routers
+from starter.api.errors import TemporalUnavailable, install_error_handlers
+from starter.api.runtime import Runtime, TemporalConnection
+from starter.triggers import TriggerRunner, new_catalog
+
+log = logging.getLogger("tideflow.api")
+
+DEFAULT_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+"""Largest document ``POST /definitions/{slug}/documents`` accepts (413 beyond)."""
+
+
+def create_app(
+    definitions: str | Path | None = None,
+    *,
+    client: Client | None = None,
+    settings: WorkerSettings | None = None,
+    triggers: bool = True,
+    poll_seconds: float = 2.0,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+) -> FastAPI:
+    """The API over a definitions folder; ``client`` is used as is when given (tests), else
+    one is connected from ``TEMPORAL_ADDRESS``. ``triggers`` runs the trigger loop too."""
+    settings = settings or WorkerSettings.from_env()
+    runtime = Runtime(
+        catalog=new_catalog(definitions_dir(definitions)),
+        settings=settings,
+        temporal=TemporalConnection(client, settings),
+        max_upload_bytes=max_upload_bytes,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await runtime.temporal.get()
+        except TemporalUnavailable as e:
+            log.warning("%s (requests that need it answer 503 until it is back)", e.detail)
+        stop = asyncio.Event()
+        task: asyncio.Task[None] | None = None
+        if triggers:
+            runner = TriggerRunner(
+                runtime.catalog,
+                runtime.temporal.get,
+                settings=settings,
+                poll_seconds=poll_seconds,
+            )
+            task = asyncio.create_task(runner.run(stop), name="tideflow-triggers")
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(
+        title="Tideflow",
+        version="1",
+        summary="Durable YAML workflows on Temporal: start, follow and operate runs.",
+        lifespan=lifespan,
+    )
+    app.state.tideflow = runtime
+    install_error_handlers(app)
+    for router in routers.ALL:
+        app.include_router(router)
+    return app
+
+
+def serve(
+    definitions: str | Path | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    triggers: bool = True,
+    poll_seconds: float = 2.0,
+) -> None:
+    """Run the API with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(definitions, triggers=triggers, poll_seconds=poll_seconds)
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,83 @@
+"""``/runs``: start runs (of a folder's definition or of one given in the request), list them,
+follow their state and report."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from temporalio.client import WorkflowExecutionStatus
+
+import activities
+from interpreter import load_data, load_string
+from interpreter.report import RunReport
+from interpreter.workflow import TideflowWorkflow
+from starter import client as tideflow
+from starter.api import starting
+from starter.api.errors import ERROR_RESPONSES, field_error
+from starter.api.models import InlineRunRequest, RunStarted, RunStateOut, StartRequest
+from starter.api.runtime import RuntimeParam, TemporalParam
+
+router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES)
+
+
+@router.post("/definitions/{slug}/runs", status_code=201, response_model=RunStarted)
+async def start_run(
+    slug: str, body: StartRequest, runtime: RuntimeParam, temporal: TemporalParam
+) -> RunStarted:
+    """Start a run of a definition of the folder (inputs are checked first)."""
+    definition = runtime.valid_definition(slug)
+    return await starting.start_run(runtime, temporal, definition, body.inputs, body.workflow_id)
+
+
+@router.post("/runs", status_code=201, response_model=RunStarted)
+async def start_inline(
+    body: InlineRunRequest, runtime: RuntimeParam, temporal: TemporalParam
+) -> RunStarted:
+    """Start a run of a definition given in the request (YAML text or a JSON object)."""
+    activities.load_extensions()
+    if isinstance(body.definition, str):
+        definition = load_string(body.definition, "<request>", activities.registry)
+    else:
+        definition = load_data(body.definition, "<request>", activities.registry)
+    return await starting.start_run(runtime, temporal, definition, body.inputs, body.workflow_id)
+
+
+@router.get("/runs", response_model=list[tideflow.RunSummary])
+async def list_runs(
+    temporal: TemporalParam,
+    definition: Annotated[str | None, Query(description="a definition slug")] = None,
+    status: Annotated[
+        str | None,
+        Query(description="running, paused, waiting, needs_attention, completed, failed, …"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[tideflow.RunSummary]:
+    """Recent runs, newest first."""
+    try:
+        runs = await tideflow.list_runs(temporal, definition=definition, status=status, limit=limit)
+    except ValueError as e:
+        raise field_error("status", str(e)) from None
+    return runs
+
+
+@router.get("/runs/{workflow_id}", response_model=RunStateOut)
+async def run_state(workflow_id: str, temporal: TemporalParam) -> RunStateOut:
+    """The live state of a run: status, node statuses, vars, history."""
+    state = await tideflow.status(temporal, workflow_id)
+    return RunStateOut(workflow_id=workflow_id, **state.model_dump())
+
+
+@router.get("/runs/{workflow_id}/report", response_model=RunReport)
+async def run_report(
+    workflow_id: str,
+    temporal: TemporalParam,
+    wait: Annotated[bool, Query(description="wait until the run ends")] = False,
+) -> RunReport:
+    """The run report: final once the run has ended, so far while it runs (or, with
+    ``wait=true``, once it ends)."""
+    handle = temporal.get_workflow_handle(workflow_id)
+    described = await handle.describe()
+    if wait or described.status != WorkflowExecutionStatus.RUNNING:
+        return await tideflow.result(temporal, workflow_id)
+    return await handle.query(TideflowWorkflow.report)
