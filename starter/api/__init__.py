@@ -16,17 +16,49 @@ The package: :mod:`~starter.api.app` builds the app, :mod:`~starter.api.runtime`
 keeps for its lifetime, :mod:`~starter.api.errors` and :mod:`~starter.api.models` the bodies,
 :mod:`~starter.api.starting` the one way routes start runs, and :mod:`starter.api.routers` one
 router per resource.
+
+Names are imported on first use: a parse worker imports :mod:`starter.api.parsing` and should
+not pay for FastAPI and the routes.
 """
 
 from __future__ import annotations
 
-from starter.api.app import DEFAULT_MAX_UPLOAD_BYTES, create_app, serve
-from starter.api.errors import ApiError, ErrorOut, input_problems
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from starter.api.app import create_app, serve
+    from starter.api.errors import ApiError, ErrorOut, input_problems
+    from starter.api.limits import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_UPLOAD_BYTES, ApiLimits
+    from starter.api.parsing import ParseLimits
+
+_EXPORTS = {
+    "create_app": "starter.api.app",
+    "serve": "starter.api.app",
+    "ApiError": "starter.api.errors",
+    "ErrorOut": "starter.api.errors",
+    "input_problems": "starter.api.errors",
+    "DEFAULT_MAX_BODY_BYTES": "starter.api.limits",
+    "DEFAULT_MAX_UPLOAD_BYTES": "starter.api.limits",
+    "ApiLimits": "starter.api.limits",
+    "ParseLimits": "starter.api.parsing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'starter.api' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_UPLOAD_BYTES",
     "ApiError",
+    "ApiLimits",
     "ErrorOut",
+    "ParseLimits",
     "create_app",
     "input_problems",
     "serve",

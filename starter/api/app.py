@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -16,13 +17,12 @@ from activities import WorkerSettings
 from starter._catalog import definitions_dir
 from starter.api import routers
 from starter.api.errors import TemporalUnavailable, install_error_handlers
+from starter.api.limits import ApiLimits, install_body_limit
+from starter.api.parsing import DefinitionParser
 from starter.api.runtime import Runtime, TemporalConnection
 from starter.triggers import TriggerRunner, new_catalog
 
 log = logging.getLogger("tideflow.api")
-
-DEFAULT_MAX_UPLOAD_BYTES = 100 * 1024 * 1024
-"""Largest document ``POST /definitions/{slug}/documents`` accepts (413 beyond)."""
 
 
 def create_app(
@@ -32,16 +32,22 @@ def create_app(
     settings: WorkerSettings | None = None,
     triggers: bool = True,
     poll_seconds: float = 2.0,
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_upload_bytes: int | None = None,
+    limits: ApiLimits | None = None,
 ) -> FastAPI:
     """The API over a definitions folder; ``client`` is used as is when given (tests), else
-    one is connected from ``TEMPORAL_ADDRESS``. ``triggers`` runs the trigger loop too."""
+    one is connected from ``TEMPORAL_ADDRESS``. ``triggers`` runs the trigger loop too.
+    ``limits`` default to :meth:`ApiLimits.from_env` (``max_upload_bytes`` overrides theirs)."""
     settings = settings or WorkerSettings.from_env()
+    limits = limits or ApiLimits.from_env()
+    if max_upload_bytes is not None:
+        limits = replace(limits, max_upload_bytes=max_upload_bytes)
     runtime = Runtime(
         catalog=new_catalog(definitions_dir(definitions)),
         settings=settings,
         temporal=TemporalConnection(client, settings),
-        max_upload_bytes=max_upload_bytes,
+        limits=limits,
+        parser=DefinitionParser(limits.parse),
     )
 
     @asynccontextmanager
@@ -50,6 +56,8 @@ def create_app(
             await runtime.temporal.get()
         except TemporalUnavailable as e:
             log.warning("%s (requests that need it answer 503 until it is back)", e.detail)
+        # The first posted definition should not wait for a parse worker to import everything.
+        warming = asyncio.create_task(runtime.parser.warm(), name="tideflow-api-parser")
         stop = asyncio.Event()
         task: asyncio.Task[None] | None = None
         if triggers:
@@ -68,6 +76,8 @@ def create_app(
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
+            runtime.parser.close()
+            await warming  # returns at once: close() ended the worker it was starting
 
     app = FastAPI(
         title="Tideflow",
@@ -77,6 +87,7 @@ def create_app(
     )
     app.state.tideflow = runtime
     install_error_handlers(app)
+    install_body_limit(app, limits)
     for router in routers.ALL:
         app.include_router(router)
     return app

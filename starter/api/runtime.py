@@ -1,5 +1,6 @@
 """What the app holds for its lifetime (the definitions catalog, the worker settings, the one
-Temporal client) and the dependencies through which routes get them."""
+Temporal client, the limits and the definition parser) and the dependencies through which
+routes get them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from interpreter import Definition
 from starter import client as tideflow
 from starter._catalog import Catalog, Entry
 from starter.api.errors import ApiError, ProblemOut, TemporalUnavailable
+from starter.api.limits import ApiLimits
+from starter.api.parsing import DefinitionParser
 
 log = logging.getLogger("tideflow.api")
 
@@ -62,7 +65,8 @@ class Runtime:
     catalog: Catalog
     settings: WorkerSettings
     temporal: TemporalConnection
-    max_upload_bytes: int
+    limits: ApiLimits
+    parser: DefinitionParser
 
     def entry(self, slug: str) -> Entry:
         """The catalog entry of ``slug`` (404 when the folder has none)."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from starter import client as tideflow
-from starter.api.errors import ERROR_RESPONSES
+from starter.api.errors import ERROR_RESPONSES, field_error
+from starter.api.idempotency import IDEMPOTENCY_HEADER, IdempotencyKeyParam
 from starter.api.models import EventOut, EventRequest, RefusedOut
 from starter.api.runtime import RuntimeParam, TemporalParam
 from starter.api.starting import run_started
@@ -17,10 +18,18 @@ router = APIRouter(tags=["events"], responses=ERROR_RESPONSES)
 
 @router.post("/events/{name}", response_model=EventOut)
 async def emit(
-    name: str, body: EventRequest, runtime: RuntimeParam, temporal: TemporalParam
+    name: str,
+    body: EventRequest,
+    runtime: RuntimeParam,
+    temporal: TemporalParam,
+    idempotency_key: IdempotencyKeyParam = None,
 ) -> EventOut:
     """Deliver an event to the open runs, then start a run of every definition with an
-    ``event`` trigger of that name (``inputs.event`` = the payload)."""
+    ``event`` trigger of that name (``inputs.event`` = the payload). An ``Idempotency-Key``
+    header is the event's ``key``: the same key never starts a definition's run twice."""
+    if idempotency_key is not None and body.key is not None and idempotency_key != body.key:
+        raise field_error("key", f"differs from the {IDEMPOTENCY_HEADER} header")
+    key = body.key if body.key is not None else idempotency_key
     # Delivered first, so the runs the event starts do not also receive it as a signal.
     delivered = await tideflow.emit_event(
         temporal, name, body.payload, correlation=body.correlation
@@ -31,7 +40,7 @@ async def emit(
         name,
         body.payload,
         task_queue=runtime.settings.task_queue,
-        key=body.key,
+        key=key,
     )
     return EventOut(
         delivered=delivered,

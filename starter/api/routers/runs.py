@@ -5,42 +5,68 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from temporalio.client import WorkflowExecutionStatus
 
-import activities
-from interpreter import load_data, load_string
 from interpreter.report import RunReport
 from interpreter.workflow import TideflowWorkflow
 from starter import client as tideflow
 from starter.api import starting
 from starter.api.errors import ERROR_RESPONSES, field_error
+from starter.api.idempotency import Idempotency, IdempotencyKeyParam
 from starter.api.models import InlineRunRequest, RunStarted, RunStateOut, StartRequest
 from starter.api.runtime import RuntimeParam, TemporalParam
+from starter.api.starting import EARLIER_RUN
 
 router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES)
 
 
-@router.post("/definitions/{slug}/runs", status_code=201, response_model=RunStarted)
+@router.post(
+    "/definitions/{slug}/runs", status_code=201, response_model=RunStarted, responses=EARLIER_RUN
+)
 async def start_run(
-    slug: str, body: StartRequest, runtime: RuntimeParam, temporal: TemporalParam
+    slug: str,
+    body: StartRequest,
+    runtime: RuntimeParam,
+    temporal: TemporalParam,
+    response: Response,
+    idempotency_key: IdempotencyKeyParam = None,
 ) -> RunStarted:
     """Start a run of a definition of the folder (inputs are checked first)."""
     definition = runtime.valid_definition(slug)
-    return await starting.start_run(runtime, temporal, definition, body.inputs, body.workflow_id)
+    request = {"start": "definition", "slug": slug, **body.model_dump(mode="json")}
+    started = await starting.start_run(
+        runtime,
+        temporal,
+        definition,
+        body.inputs,
+        body.workflow_id,
+        idempotency=Idempotency.of(idempotency_key, request),
+    )
+    return started.answer(response)
 
 
-@router.post("/runs", status_code=201, response_model=RunStarted)
+@router.post("/runs", status_code=201, response_model=RunStarted, responses=EARLIER_RUN)
 async def start_inline(
-    body: InlineRunRequest, runtime: RuntimeParam, temporal: TemporalParam
+    body: InlineRunRequest,
+    runtime: RuntimeParam,
+    temporal: TemporalParam,
+    response: Response,
+    idempotency_key: IdempotencyKeyParam = None,
 ) -> RunStarted:
-    """Start a run of a definition given in the request (YAML text or a JSON object)."""
-    activities.load_extensions()
-    if isinstance(body.definition, str):
-        definition = load_string(body.definition, "<request>", activities.registry)
-    else:
-        definition = load_data(body.definition, "<request>", activities.registry)
-    return await starting.start_run(runtime, temporal, definition, body.inputs, body.workflow_id)
+    """Start a run of a definition given in the request (YAML text or a JSON object). It is
+    parsed in a worker process, bounded in time, memory and nodes (422 beyond)."""
+    definition = await runtime.parser.parse(body.definition, "<request>")
+    request = {"start": "inline", **body.model_dump(mode="json")}
+    started = await starting.start_run(
+        runtime,
+        temporal,
+        definition,
+        body.inputs,
+        body.workflow_id,
+        idempotency=Idempotency.of(idempotency_key, request),
+    )
+    return started.answer(response)
 
 
 @router.get("/runs", response_model=list[tideflow.RunSummary])

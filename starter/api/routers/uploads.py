@@ -3,13 +3,14 @@ definition's document_upload trigger with its path."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Response, UploadFile
 
 from interpreter import Definition
 from interpreter.inputs import resolve_inputs
@@ -24,8 +25,10 @@ from starter.api.errors import (
     ProblemOut,
     field_error,
 )
+from starter.api.idempotency import Idempotency, IdempotencyKeyParam
 from starter.api.models import RunStarted
 from starter.api.runtime import RuntimeParam, TemporalParam
+from starter.api.starting import EARLIER_RUN
 from starter.triggers import describe_filter, guess_mime, matches_filter
 
 router = APIRouter(tags=["runs"])
@@ -70,34 +73,45 @@ def _extra_inputs(inputs: str | None) -> dict[str, Any]:
     return extra
 
 
-async def _save_upload(upload: UploadFile, target: Path, limit: int) -> None:
+async def _save_upload(upload: UploadFile, target: Path, limit: int) -> str:
+    """Save the document and return its sha256."""
     target.parent.mkdir(parents=True, exist_ok=True)
     written = 0
+    digest = hashlib.sha256()
     try:
         with target.open("wb") as out:
             while chunk := await upload.read(1024 * 1024):
                 written += len(chunk)
                 if written > limit:
                     raise ApiError(413, f"the document is larger than {limit} bytes")
+                digest.update(chunk)
                 out.write(chunk)
     except BaseException:
         shutil.rmtree(target.parent, ignore_errors=True)
         raise
+    return digest.hexdigest()
 
 
 @router.post(
     "/definitions/{slug}/documents",
     status_code=201,
     response_model=RunStarted,
-    responses={**ERROR_RESPONSES, 413: {"model": ErrorOut}, 415: {"model": ErrorOut}},
+    responses={
+        **ERROR_RESPONSES,
+        **EARLIER_RUN,
+        413: {"model": ErrorOut, "description": "the document is too large"},
+        415: {"model": ErrorOut, "description": "the trigger's filter refuses the document"},
+    },
 )
 async def upload_document(
     slug: str,
     runtime: RuntimeParam,
     temporal: TemporalParam,
+    response: Response,
     file: Annotated[UploadFile, File(description="the document")],
     inputs: Annotated[str | None, Form(description="more inputs, as a JSON object")] = None,
     workflow_id: Annotated[str | None, Form()] = None,
+    idempotency_key: IdempotencyKeyParam = None,
 ) -> RunStarted:
     """Upload a document: it is saved under ``<TIDEFLOW_HOME>/uploads/<uuid>/<name>``,
     checked against the definition's document_upload trigger filter, and a run starts with
@@ -111,11 +125,28 @@ async def upload_document(
     target = (runtime.settings.home / "uploads" / uuid.uuid4().hex / name).resolve()
     run_inputs = {**trigger.inputs, **extra, trigger.input: str(target)}
     resolve_inputs(definition, run_inputs)  # refuse bad inputs before saving anything
-    await _save_upload(file, target, runtime.max_upload_bytes)
+    digest = await _save_upload(file, target, runtime.limits.max_upload_bytes)
+    request = {
+        "start": "upload",
+        "slug": slug,
+        "inputs": extra,
+        "workflow_id": workflow_id,
+        "file": name,
+        "sha256": digest,
+    }
     try:
-        return await starting.start_run(
-            runtime, temporal, definition, run_inputs, workflow_id, document=str(target)
+        started = await starting.start_run(
+            runtime,
+            temporal,
+            definition,
+            run_inputs,
+            workflow_id,
+            document=str(target),
+            idempotency=Idempotency.of(idempotency_key, request),
         )
     except BaseException:
         shutil.rmtree(target.parent, ignore_errors=True)
         raise
+    if not started.new:  # the earlier request's copy is the one its run reads
+        shutil.rmtree(target.parent, ignore_errors=True)
+    return started.answer(response)
