@@ -19,6 +19,7 @@ from starter.api import routers
 from starter.api.errors import TemporalUnavailable, install_error_handlers
 from starter.api.limits import ApiLimits, install_body_limit
 from starter.api.parsing import DefinitionParser
+from starter.api.routers.docs import install_docs
 from starter.api.runtime import Runtime, TemporalConnection
 from starter.triggers import TriggerRunner, new_catalog
 
@@ -84,12 +85,15 @@ def create_app(
         version="1",
         summary="Durable YAML workflows on Temporal: start, follow and operate runs.",
         lifespan=lifespan,
+        docs_url=None,  # served by routers.docs with local assets, not FastAPI's CDN ones
+        redoc_url=None,
     )
     app.state.tideflow = runtime
     install_error_handlers(app)
     install_body_limit(app, limits)
     for router in routers.ALL:
         app.include_router(router)
+    install_docs(app)
     return app
 
 
