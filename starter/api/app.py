@@ -35,10 +35,13 @@ def create_app(
     poll_seconds: float = 2.0,
     max_upload_bytes: int | None = None,
     limits: ApiLimits | None = None,
+    warm_parser: bool = False,
 ) -> FastAPI:
     """The API over a definitions folder; ``client`` is used as is when given (tests), else
     one is connected from ``TEMPORAL_ADDRESS``. ``triggers`` runs the trigger loop too.
-    ``limits`` default to :meth:`ApiLimits.from_env` (``max_upload_bytes`` overrides theirs)."""
+    ``limits`` default to :meth:`ApiLimits.from_env` (``max_upload_bytes`` overrides theirs).
+    ``warm_parser`` starts a parse worker at startup (:func:`serve` does), so the first posted
+    definition does not wait for one to import the node types."""
     settings = settings or WorkerSettings.from_env()
     limits = limits or ApiLimits.from_env()
     if max_upload_bytes is not None:
@@ -57,8 +60,9 @@ def create_app(
             await runtime.temporal.get()
         except TemporalUnavailable as e:
             log.warning("%s (requests that need it answer 503 until it is back)", e.detail)
-        # The first posted definition should not wait for a parse worker to import everything.
-        warming = asyncio.create_task(runtime.parser.warm(), name="tideflow-api-parser")
+        warming = asyncio.create_task(
+            runtime.parser.warm() if warm_parser else asyncio.sleep(0), name="tideflow-api-parser"
+        )
         stop = asyncio.Event()
         task: asyncio.Task[None] | None = None
         if triggers:
@@ -108,5 +112,5 @@ def serve(
     """Run the API with uvicorn until interrupted."""
     import uvicorn
 
-    app = create_app(definitions, triggers=triggers, poll_seconds=poll_seconds)
+    app = create_app(definitions, triggers=triggers, poll_seconds=poll_seconds, warm_parser=True)
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -10,6 +10,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -121,13 +123,27 @@ def error_response(error: ApiError) -> JSONResponse:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut, "description": text}
     for code, text in (
+        (400, "malformed request (a body that is not UTF-8 JSON, an argument Temporal refuses)"),
         (404, "unknown definition or run"),
-        (409, "refused by the run"),
+        (409, "refused by the run, or an Idempotency-Key used for another request"),
+        (413, "the request body is too large"),
         (422, "invalid definition, inputs or request"),
+        (502, "Temporal or the run failed to answer"),
         (503, "Temporal is unreachable"),
+        (504, "Temporal did not answer in time"),
     )
 }
 """The error answers most routes document in the OpenAPI schema."""
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path answers, over all routes (Starlette's 405 names only
+    those of the first route matching the path: ``POST`` for ``/runs``, which also has ``GET``)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(request.url.path):
+            methods |= route.methods
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -160,6 +176,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(WorkflowQueryFailedError)
     async def _query(request: Request, error: WorkflowQueryFailedError) -> JSONResponse:
         return error_response(ApiError(502, f"the run could not answer: {error.message}"))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, error: HTTPException) -> JSONResponse:
+        response = error_response(ApiError(error.status_code, str(error.detail)))
+        response.headers.update(error.headers or {})
+        if error.status_code == 405:
+            response.headers["Allow"] = ", ".join(allowed_methods(request))
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _request(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -260,33 +260,33 @@ class DefinitionParser:
         self._busy: set[_Worker] = set()
         self._starting: set[_Worker] = set()
         self._slots = asyncio.Semaphore(max(1, self.limits.workers))
-        self._closed = False
+        self._generation = 0  # bumped by close(): a worker started before is not kept
 
     async def warm(self) -> None:
         """Start one worker ahead of the first request (its imports take a moment)."""
         if self._idle or self._busy or self._starting:
             return
+        generation = self._generation
         try:
             worker = await self._start()
         except _Died as e:
-            if not self._closed:
+            if generation == self._generation:
                 log.warning("%s", e)
             return
         self._idle.append(worker)
 
     async def _start(self) -> _Worker:
+        generation = self._generation
         worker = await asyncio.to_thread(_Worker.launch, self.limits.memory_bytes, self._parse)
-        if self._closed:
-            worker.kill()
-            raise _Died("the API is stopping")
         self._starting.add(worker)
         try:
-            await asyncio.to_thread(worker.wait_ready)
+            if generation == self._generation:
+                await asyncio.to_thread(worker.wait_ready)
         finally:
             self._starting.discard(worker)
-        if self._closed:
+        if generation != self._generation:  # closed meanwhile (the API is stopping)
             worker.kill()
-            raise _Died("the API is stopping")
+            raise _Died("the API stopped while a parse worker started")
         return worker
 
     async def parse(self, source: Source, file: str = "<request>") -> Definition:
@@ -298,6 +298,7 @@ class DefinitionParser:
         request = (modules, source, file, self.limits.max_nodes)
         async with self._slots:
             worker = await self._worker()
+            generation = self._generation
             self._busy.add(worker)
             try:
                 outcome = await asyncio.to_thread(worker.call, request, self.limits.timeout_seconds)
@@ -316,7 +317,7 @@ class DefinitionParser:
                 raise
             finally:
                 self._busy.discard(worker)
-            if worker.alive and not self._closed:
+            if worker.alive and generation == self._generation:
                 self._idle.append(worker)
             else:
                 worker.kill()
@@ -339,8 +340,8 @@ class DefinitionParser:
             raise ApiError(503, f"definitions cannot be parsed now: {e}") from None
 
     def close(self) -> None:
-        """End every worker."""
-        self._closed = True
+        """End every worker (a later parse starts new ones)."""
+        self._generation += 1
         for worker in (*self._idle, *self._busy, *self._starting):
             worker.kill()
         self._idle.clear()

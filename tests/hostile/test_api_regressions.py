@@ -188,55 +188,64 @@ async def test_the_api_answers_while_a_heavy_definition_is_parsed(
     assert problem["line"] == 5004
 
 
-async def test_a_yaml_bomb_is_refused_and_the_api_goes_on(api: httpx.AsyncClient) -> None:
+@pytest_asyncio.fixture(scope="module")
+async def strict_api(
+    tideflow: Tideflow, definitions: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with a 2 s parse timeout, one parse worker, and a parse function that hangs or
+    crashes its worker on a marker."""
+    from starter.api import ApiLimits, ParseLimits
+    from starter.api.parsing import DefinitionParser
+
+    limits = ApiLimits(parse=ParseLimits(timeout_seconds=2, workers=1))
+    app = _app(tideflow, definitions, tmp_path_factory.mktemp("strict-home"), limits=limits)
+    app.state.tideflow.parser = DefinitionParser(
+        limits.parse, parse=f"{__name__}:{faulty_parse.__name__}"
+    )
+    async with _Serving(app) as http:
+        yield http
+
+
+async def test_a_parse_past_its_timeout_or_a_dying_parser_is_a_422_and_costs_one_worker(
+    strict_api: httpx.AsyncClient,
+) -> None:
+    hung = await strict_api.post("/runs", json={"definition": HANG + _yaml(INLINE)})
+    assert hung.status_code == 422, hung.text
+    assert hung.json()["problems"][0]["text"] == (
+        "<request>:1:1: the definition took too long to parse (more than 2 s)"
+    )
+
+    crashed = await strict_api.post("/runs", json={"definition": CRASH + _yaml(INLINE)})
+    assert crashed.status_code == 422, crashed.text
+    assert "the parser process died (signal 11)" in crashed.json()["problems"][0]["message"]
+
+    # The killed workers were replaced: the next definition parses and runs.
+    fine = await strict_api.post(
+        "/runs", json={"definition": _yaml(INLINE), "inputs": {"who": "Ada"}}
+    )
+    assert fine.status_code == 201, fine.text
+    report = await strict_api.get(
+        f"/runs/{fine.json()['workflow_id']}/report", params={"wait": "true"}
+    )
+    assert report.json()["outputs"] == {"greeting": "hi Ada"}
+
+
+async def test_a_yaml_bomb_is_refused_and_the_api_goes_on(strict_api: httpx.AsyncClient) -> None:
     # 9^7 strings from 400 bytes: refused (by a loader bound, the parse timeout or the worker's
     # memory limit), never answered with the API frozen or dead.
     levels = ["a: &a [" + ", ".join(['"xxxxxxxxxx"'] * 9) + "]"]
     for previous, name in zip("abcdef", "bcdefg", strict=True):
         levels.append(f"{name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
     bomb = "\n".join(levels) + "\nname: bomb\ntasks: []\n"
-    response = await api.post("/runs", json={"definition": bomb})
+    response = await strict_api.post("/runs", json={"definition": bomb})
     assert response.status_code == 422, response.text
     assert response.json()["problems"]
 
     for recursive in ("a: &a [*a]\n", "[" * 500 + "]" * 500):
-        answer = await api.post("/runs", json={"definition": recursive})
+        answer = await strict_api.post("/runs", json={"definition": recursive})
         assert answer.status_code == 422, answer.text
         assert answer.json()["problems"][0]["text"].startswith("<request>:")
-    assert (await api.get("/health")).status_code == 200
-
-
-async def test_a_parse_past_its_timeout_or_a_dying_parser_is_a_422_and_costs_one_worker(
-    tideflow: Tideflow, definitions: Path, tmp_path: Path
-) -> None:
-    from starter.api import ApiLimits, ParseLimits
-    from starter.api.parsing import DefinitionParser
-
-    limits = ApiLimits(parse=ParseLimits(timeout_seconds=2, workers=1))
-    app = _app(tideflow, definitions, tmp_path, limits=limits)
-    app.state.tideflow.parser = DefinitionParser(
-        limits.parse, parse=f"{__name__}:{faulty_parse.__name__}"
-    )
-    async with _Serving(app) as http:
-        hung = await http.post("/runs", json={"definition": HANG + _yaml(INLINE)})
-        assert hung.status_code == 422, hung.text
-        assert hung.json()["problems"][0]["text"] == (
-            "<request>:1:1: the definition took too long to parse (more than 2 s)"
-        )
-
-        crashed = await http.post("/runs", json={"definition": CRASH + _yaml(INLINE)})
-        assert crashed.status_code == 422, crashed.text
-        assert "the parser process died (signal 11)" in crashed.json()["problems"][0]["message"]
-
-        # The killed workers were replaced: the next definition parses and runs.
-        fine = await http.post(
-            "/runs", json={"definition": _yaml(INLINE), "inputs": {"who": "Ada"}}
-        )
-        assert fine.status_code == 201, fine.text
-        report = await http.get(
-            f"/runs/{fine.json()['workflow_id']}/report", params={"wait": "true"}
-        )
-        assert report.json()["outputs"] == {"greeting": "hi Ada"}
+    assert (await strict_api.get("/health")).status_code == 200
 
 
 # --- defect 7: request bodies and definitions are bounded ---------------------------------------
@@ -354,9 +363,7 @@ async def test_a_retried_start_with_the_same_key_returns_the_first_run(
     assert key in other.json()["detail"]
 
 
-async def test_every_start_endpoint_honours_the_key(
-    api: httpx.AsyncClient, api_home: Path
-) -> None:
+async def test_every_start_endpoint_honours_the_key(api: httpx.AsyncClient, api_home: Path) -> None:
     key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
     first = await api.post("/definitions/hostile-hello/runs", json={"inputs": {}}, headers=key)
     second = await api.post("/definitions/hostile-hello/runs", json={"inputs": {}}, headers=key)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from starter import client as tideflow
-from starter.api.errors import ERROR_RESPONSES, field_error
+from starter.api.errors import ERROR_RESPONSES, ApiError
 from starter.api.idempotency import IDEMPOTENCY_HEADER, IdempotencyKeyParam
 from starter.api.models import EventOut, EventRequest, RefusedOut
 from starter.api.runtime import RuntimeParam, TemporalParam
@@ -28,7 +28,7 @@ async def emit(
     ``event`` trigger of that name (``inputs.event`` = the payload). An ``Idempotency-Key``
     header is the event's ``key``: the same key never starts a definition's run twice."""
     if idempotency_key is not None and body.key is not None and idempotency_key != body.key:
-        raise field_error("key", f"differs from the {IDEMPOTENCY_HEADER} header")
+        raise ApiError(409, f"the event's key {body.key!r} differs from its {IDEMPOTENCY_HEADER}")
     key = body.key if body.key is not None else idempotency_key
     # Delivered first, so the runs the event starts do not also receive it as a signal.
     delivered = await tideflow.emit_event(

@@ -69,13 +69,33 @@ async def start_inline(
     return started.answer(response)
 
 
+RUN_STATUSES = (
+    "running",
+    "paused",
+    "waiting",
+    "needs_attention",
+    "completed",
+    "failed",
+    "cancelled",
+    "terminated",
+    "timed_out",
+    "continued",
+)
+"""The statuses ``GET /runs`` filters on (:func:`starter.client.visibility_query`)."""
+
+
 @router.get("/runs", response_model=list[tideflow.RunSummary])
 async def list_runs(
     temporal: TemporalParam,
-    definition: Annotated[str | None, Query(description="a definition slug")] = None,
+    definition: Annotated[
+        str | None,
+        # A slug goes into a visibility query: nothing that could end its quoted string.
+        Query(description="a definition slug", pattern=r"^[a-z0-9-]+$", max_length=200),
+    ] = None,
     status: Annotated[
         str | None,
-        Query(description="running, paused, waiting, needs_attention, completed, failed, …"),
+        # Checked below (422 naming the field); the document lists the statuses.
+        Query(description="the runs' status", json_schema_extra={"enum": list(RUN_STATUSES)}),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[tideflow.RunSummary]:
