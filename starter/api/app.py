@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
@@ -109,8 +110,20 @@ def serve(
     triggers: bool = True,
     poll_seconds: float = 2.0,
 ) -> None:
-    """Run the API with uvicorn until interrupted."""
+    """Run the API with uvicorn until interrupted (a bad ``TIDEFLOW_API_*`` value is one line on
+    stderr and exit code 2)."""
     import uvicorn
 
-    app = create_app(definitions, triggers=triggers, poll_seconds=poll_seconds, warm_parser=True)
+    try:
+        limits = ApiLimits.from_env()
+    except ValueError as e:
+        print(f"tideflow api: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    app = create_app(
+        definitions,
+        triggers=triggers,
+        poll_seconds=poll_seconds,
+        limits=limits,
+        warm_parser=True,
+    )
     uvicorn.run(app, host=host, port=port, log_level="info")
