@@ -154,11 +154,13 @@ async def start(
     task_queue: str | None = None,
     id_reuse_policy: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE,
     id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.UNSPECIFIED,
+    memo: dict[str, Any] | None = None,
 ) -> WorkflowHandle[TideflowWorkflow, RunReport]:
     """Start a run and return its handle (inputs are checked first).
 
     With a derived ``workflow_id`` and ``REJECT_DUPLICATE``/``FAIL`` the id is an idempotency
-    key: a second start raises ``WorkflowAlreadyStartedError``.
+    key: a second start raises ``WorkflowAlreadyStartedError``. ``memo`` is stored with the run
+    (the HTTP API keeps what a retried start must match there).
     """
     payload = run_input(definition, inputs)
     return await client.start_workflow(
@@ -171,6 +173,7 @@ async def start(
         search_attributes=search_attributes(definition),
         static_summary=static_summary(definition),
         static_details=definition.description or None,
+        memo=memo,
     )
 
 

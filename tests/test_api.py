@@ -4,7 +4,13 @@ uploads, events, and the error answers (422, 404, 409, 415, 503)."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import shutil
+import subprocess
+import tempfile
 import textwrap
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+import uvicorn
 from fastapi import FastAPI
 from openapi_spec_validator import validate as validate_openapi
 
@@ -618,3 +625,83 @@ async def test_health(api: httpx.AsyncClient) -> None:
     body = response.json()
     assert body["temporal"] == "ok"
     assert body["invalid_definitions"] == 1
+
+
+# --- /docs offline ------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+class _UvicornThread:
+    """An app served by uvicorn on a free local port, in a thread of its own."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> _UvicornThread:
+        self.thread.start()
+        await eventually(lambda: self.server.started, what="uvicorn started")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        await asyncio.to_thread(self.thread.join, 30)
+
+
+def _dom(url: str) -> str:
+    """The DOM of ``url`` after its scripts ran in headless Chromium, with every host but the
+    local one unresolvable (a CDN asset would fail to load, as it does offline)."""
+    assert CHROMIUM is not None
+    with tempfile.TemporaryDirectory() as profile:
+        done = subprocess.run(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=8000",
+                "--dump-dom",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="apt-get install -y chromium")
+async def test_docs_render_offline_from_local_assets(
+    definitions: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")  # not needed for docs
+    app = create_app(definitions, settings=WorkerSettings(home=tmp_path), triggers=False)
+    async with _UvicornThread(app) as served, httpx.AsyncClient(base_url=served.url) as http:
+        for page in ("/docs", "/redoc"):
+            html = (await http.get(page)).text
+            # No CDN (cdn.jsdelivr, unpkg) nor any other host: every asset is the API's own.
+            assert "https://" not in html and "http://" not in html, html
+            for asset in re.findall(r'(?:src|href)="([^"]+)"', html):
+                answer = await http.get(asset)
+                assert answer.status_code == 200, asset
+
+        dom = await asyncio.to_thread(_dom, f"{served.url}/docs")
+        # Swagger UI drew the operations list from /openapi.json.
+        assert 'id="operations-runs-start_inline_runs_post"' in dom, dom[-3000:]
+        assert "/definitions/{slug}/documents" in dom
+        redoc = await asyncio.to_thread(_dom, f"{served.url}/redoc")
+        assert "Start a run of a definition given in the request" in redoc, redoc[-3000:]

@@ -1,0 +1,129 @@
+"""The app factory: one FastAPI app over a definitions folder, its routers, error handlers and
+lifespan (the Temporal connection and the trigger loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
+from pathlib import Path
+
+from fastapi import FastAPI
+from temporalio.client import Client
+
+from activities import WorkerSettings
+from starter._catalog import definitions_dir
+from starter.api import routers
+from starter.api.errors import TemporalUnavailable, install_error_handlers
+from starter.api.limits import ApiLimits, install_body_limit
+from starter.api.parsing import DefinitionParser
+from starter.api.routers.docs import install_docs
+from starter.api.runtime import Runtime, TemporalConnection
+from starter.triggers import TriggerRunner, new_catalog
+
+log = logging.getLogger("tideflow.api")
+
+
+def create_app(
+    definitions: str | Path | None = None,
+    *,
+    client: Client | None = None,
+    settings: WorkerSettings | None = None,
+    triggers: bool = True,
+    poll_seconds: float = 2.0,
+    max_upload_bytes: int | None = None,
+    limits: ApiLimits | None = None,
+    warm_parser: bool = False,
+) -> FastAPI:
+    """The API over a definitions folder; ``client`` is used as is when given (tests), else
+    one is connected from ``TEMPORAL_ADDRESS``. ``triggers`` runs the trigger loop too.
+    ``limits`` default to :meth:`ApiLimits.from_env` (``max_upload_bytes`` overrides theirs).
+    ``warm_parser`` starts a parse worker at startup (:func:`serve` does), so the first posted
+    definition does not wait for one to import the node types."""
+    settings = settings or WorkerSettings.from_env()
+    limits = limits or ApiLimits.from_env()
+    if max_upload_bytes is not None:
+        limits = replace(limits, max_upload_bytes=max_upload_bytes)
+    runtime = Runtime(
+        catalog=new_catalog(definitions_dir(definitions)),
+        settings=settings,
+        temporal=TemporalConnection(client, settings),
+        limits=limits,
+        parser=DefinitionParser(limits.parse),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await runtime.temporal.get()
+        except TemporalUnavailable as e:
+            log.warning("%s (requests that need it answer 503 until it is back)", e.detail)
+        warming = asyncio.create_task(
+            runtime.parser.warm() if warm_parser else asyncio.sleep(0), name="tideflow-api-parser"
+        )
+        stop = asyncio.Event()
+        task: asyncio.Task[None] | None = None
+        if triggers:
+            runner = TriggerRunner(
+                runtime.catalog,
+                runtime.temporal.get,
+                settings=settings,
+                poll_seconds=poll_seconds,
+            )
+            task = asyncio.create_task(runner.run(stop), name="tideflow-triggers")
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+            runtime.parser.close()
+            await warming  # returns at once: close() ended the worker it was starting
+
+    app = FastAPI(
+        title="Tideflow",
+        version="1",
+        summary="Durable YAML workflows on Temporal: start, follow and operate runs.",
+        lifespan=lifespan,
+        docs_url=None,  # served by routers.docs with local assets, not FastAPI's CDN ones
+        redoc_url=None,
+    )
+    app.state.tideflow = runtime
+    install_error_handlers(app)
+    install_body_limit(app, limits)
+    for router in routers.ALL:
+        app.include_router(router)
+    install_docs(app)
+    return app
+
+
+def serve(
+    definitions: str | Path | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    triggers: bool = True,
+    poll_seconds: float = 2.0,
+) -> None:
+    """Run the API with uvicorn until interrupted (a bad ``TIDEFLOW_API_*`` value is one line on
+    stderr and exit code 2)."""
+    import uvicorn
+
+    try:
+        limits = ApiLimits.from_env()
+    except ValueError as e:
+        print(f"tideflow api: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    app = create_app(
+        definitions,
+        triggers=triggers,
+        poll_seconds=poll_seconds,
+        limits=limits,
+        warm_parser=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level="info")

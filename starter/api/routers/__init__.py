@@ -1,0 +1,17 @@
+"""One router per resource of the HTTP API; :mod:`starter.api.app` includes them all."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from starter.api.routers import control, definitions, events, health, runs, uploads
+
+ALL: tuple[APIRouter, ...] = (
+    health.router,
+    definitions.router,
+    runs.router,
+    uploads.router,
+    control.router,
+    events.router,
+)
+"""Every router, in the order the OpenAPI document lists them."""

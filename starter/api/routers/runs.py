@@ -1,0 +1,129 @@
+"""``/runs``: start runs (of a folder's definition or of one given in the request), list them,
+follow their state and report."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from temporalio.client import WorkflowExecutionStatus
+
+from interpreter.report import RunReport
+from interpreter.workflow import TideflowWorkflow
+from starter import client as tideflow
+from starter.api import starting
+from starter.api.errors import ERROR_RESPONSES, field_error
+from starter.api.idempotency import Idempotency, IdempotencyKeyParam
+from starter.api.models import InlineRunRequest, RunStarted, RunStateOut, StartRequest
+from starter.api.runtime import RuntimeParam, TemporalParam
+from starter.api.starting import EARLIER_RUN
+
+router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES)
+
+
+@router.post(
+    "/definitions/{slug}/runs", status_code=201, response_model=RunStarted, responses=EARLIER_RUN
+)
+async def start_run(
+    slug: str,
+    body: StartRequest,
+    runtime: RuntimeParam,
+    temporal: TemporalParam,
+    response: Response,
+    idempotency_key: IdempotencyKeyParam = None,
+) -> RunStarted:
+    """Start a run of a definition of the folder (inputs are checked first)."""
+    definition = runtime.valid_definition(slug)
+    request = {"start": "definition", "slug": slug, **body.model_dump(mode="json")}
+    started = await starting.start_run(
+        runtime,
+        temporal,
+        definition,
+        body.inputs,
+        body.workflow_id,
+        idempotency=Idempotency.of(idempotency_key, request),
+    )
+    return started.answer(response)
+
+
+@router.post("/runs", status_code=201, response_model=RunStarted, responses=EARLIER_RUN)
+async def start_inline(
+    body: InlineRunRequest,
+    runtime: RuntimeParam,
+    temporal: TemporalParam,
+    response: Response,
+    idempotency_key: IdempotencyKeyParam = None,
+) -> RunStarted:
+    """Start a run of a definition given in the request (YAML text or a JSON object). It is
+    parsed in a worker process, bounded in time, memory and nodes (422 beyond)."""
+    definition = await runtime.parser.parse(body.definition, "<request>")
+    request = {"start": "inline", **body.model_dump(mode="json")}
+    started = await starting.start_run(
+        runtime,
+        temporal,
+        definition,
+        body.inputs,
+        body.workflow_id,
+        idempotency=Idempotency.of(idempotency_key, request),
+    )
+    return started.answer(response)
+
+
+RUN_STATUSES = (
+    "running",
+    "paused",
+    "waiting",
+    "needs_attention",
+    "completed",
+    "failed",
+    "cancelled",
+    "terminated",
+    "timed_out",
+    "continued",
+)
+"""The statuses ``GET /runs`` filters on (:func:`starter.client.visibility_query`)."""
+
+
+@router.get("/runs", response_model=list[tideflow.RunSummary])
+async def list_runs(
+    temporal: TemporalParam,
+    definition: Annotated[
+        str | None,
+        # A slug goes into a visibility query: nothing that could end its quoted string.
+        Query(description="a definition slug", pattern=r"^[a-z0-9-]+$", max_length=200),
+    ] = None,
+    status: Annotated[
+        str | None,
+        # Checked below (422 naming the field); the document lists the statuses.
+        Query(description="the runs' status", json_schema_extra={"enum": list(RUN_STATUSES)}),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[tideflow.RunSummary]:
+    """Recent runs, newest first."""
+    try:
+        runs = await tideflow.list_runs(temporal, definition=definition, status=status, limit=limit)
+    except ValueError as e:
+        raise field_error("status", str(e)) from None
+    return runs
+
+
+@router.get("/runs/{workflow_id}", response_model=RunStateOut)
+async def run_state(workflow_id: str, temporal: TemporalParam) -> RunStateOut:
+    """The live state of a run: status, node statuses, vars, history."""
+    state = await tideflow.status(temporal, workflow_id)
+    return RunStateOut(workflow_id=workflow_id, **state.model_dump())
+
+
+@router.get("/runs/{workflow_id}/report", response_model=RunReport)
+async def run_report(
+    workflow_id: str,
+    temporal: TemporalParam,
+    wait: Annotated[bool, Query(description="wait until the run ends")] = False,
+) -> RunReport:
+    """The run report: final once the run has ended, so far while it runs (or, with
+    ``wait=true``, once it ends)."""
+    handle = temporal.get_workflow_handle(workflow_id)
+    described = await handle.describe()
+    if wait or described.status != WorkflowExecutionStatus.RUNNING:
+        return await tideflow.result(temporal, workflow_id)
+    return await handle.query(TideflowWorkflow.report)

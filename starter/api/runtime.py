@@ -1,0 +1,99 @@
+"""What the app holds for its lifetime (the definitions catalog, the worker settings, the one
+Temporal client, the limits and the definition parser) and the dependencies through which
+routes get them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from temporalio.client import Client
+
+from activities import WorkerSettings
+from interpreter import Definition
+from starter import client as tideflow
+from starter._catalog import Catalog, Entry
+from starter.api.errors import ApiError, ProblemOut, TemporalUnavailable
+from starter.api.limits import ApiLimits
+from starter.api.parsing import DefinitionParser
+
+log = logging.getLogger("tideflow.api")
+
+_CONNECT_TIMEOUT = 10.0
+
+
+class TemporalConnection:
+    """The app's one Temporal client, connected on first need (and again after a failure)."""
+
+    def __init__(self, client: Client | None, settings: WorkerSettings) -> None:
+        self._client = client
+        self._settings = settings
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Client:
+        """The client; raises :class:`TemporalUnavailable` when Temporal cannot be reached."""
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                self._client = await self._connect()
+        return self._client
+
+    async def _connect(self) -> Client:
+        from starter.server import ServerError, ensure_search_attributes
+
+        try:
+            client = await asyncio.wait_for(
+                tideflow.connect(settings=self._settings), _CONNECT_TIMEOUT
+            )
+        except Exception as e:
+            raise TemporalUnavailable(str(e) or type(e).__name__) from e
+        try:
+            await ensure_search_attributes(client, timeout=_CONNECT_TIMEOUT)
+        except ServerError as e:  # runs still start when they are registered another way
+            log.warning("%s", e)
+        return client
+
+
+@dataclass
+class Runtime:
+    """The app's state, shared by every request."""
+
+    catalog: Catalog
+    settings: WorkerSettings
+    temporal: TemporalConnection
+    limits: ApiLimits
+    parser: DefinitionParser
+
+    def entry(self, slug: str) -> Entry:
+        """The catalog entry of ``slug`` (404 when the folder has none)."""
+        entry = self.catalog.get(slug)
+        if entry is None:
+            raise ApiError(404, f"no definition {slug!r} in {self.catalog.folder}")
+        return entry
+
+    def valid_definition(self, slug: str) -> Definition:
+        """The definition of ``slug``, which must load (422 with its problems otherwise)."""
+        entry = self.entry(slug)
+        if entry.definition is None or not entry.valid:
+            raise ApiError(422, "invalid definition", [ProblemOut.of(p) for p in entry.problems])
+        return entry.definition
+
+
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.tideflow
+    return runtime
+
+
+async def _client(request: Request) -> Client:
+    return await _runtime(request).temporal.get()
+
+
+RuntimeParam = Annotated[Runtime, Depends(_runtime)]
+"""A route parameter receiving the app's :class:`Runtime`."""
+
+TemporalParam = Annotated[Client, Depends(_client)]
+"""A route parameter receiving the Temporal client (503 when Temporal is unreachable)."""
