@@ -57,6 +57,7 @@ from interpreter.control import (
     SkipNode,
 )
 from interpreter.inputs import InputError, resolve_inputs
+from interpreter.plan import compile_plan
 from interpreter.report import DefinitionRef, RunReport, RunState
 from interpreter.workflow import (
     DEFINITION_KEY,
@@ -112,12 +113,12 @@ def validate(paths: Sequence[str | Path]) -> list[Problem]:
 
 
 def run_input(definition: Definition, inputs: dict[str, Any] | None = None) -> RunInput:
-    """The workflow input of a run: the definition as JSON plus checked inputs.
+    """The workflow input of a run: the definition's compiled plan plus checked inputs.
 
     Raises :class:`~interpreter.inputs.InputError` naming each bad field before anything runs.
     """
     resolve_inputs(definition, inputs or {})
-    return RunInput(definition=definition_json(definition), inputs=dict(inputs or {}))
+    return RunInput(plan=compile_plan(definition), inputs=dict(inputs or {}))
 
 
 def definition_json(definition: Definition) -> dict[str, Any]:

@@ -199,7 +199,7 @@ async def test_schedules_are_synced_idempotently_and_a_trigger_runs(
     assert action.typed_search_attributes.get(VERSION_KEY) == "2"
     (run_input,) = await client.data_converter.decode(list(action.args), [RunInput])
     assert run_input.inputs == {"label": "nightly"}
-    assert run_input.definition["name"] == name
+    assert run_input.plan is not None and run_input.plan["name"] == name
     hourly_spec = (await client.get_schedule_handle(hourly).describe()).schedule.spec
     assert hourly_spec.intervals[0].every == timedelta(hours=1)
 
