@@ -223,14 +223,14 @@ async def test_schedules_are_synced_idempotently_and_a_trigger_runs(
     assert report.status == "completed", report.error
     assert report.outputs == {"label": "nightly"}
 
-    # A change to the definition updates its schedules (the run input carries the definition),
-    # keeping a pause an operator made.
+    # A change to a schedule updates it (and only it: the other schedule's run input, the
+    # plan, did not change), keeping a pause an operator made.
     await handle.pause(note="paused by ops")
     path.write_text(_yaml(SCHEDULED.format(name=name, cron="30 4 * * *")))
     changed = await sync_schedules(client, catalog, task_queue=tideflow.task_queue)
     assert {(c.schedule_id, c.action) for c in changed if c.definition == slug} == {
         (nightly, "updated"),
-        (hourly, "updated"),
+        (hourly, "unchanged"),
     }
     described = await handle.describe()
     assert described.schedule.spec.calendars[0].hour[0].start == 4
