@@ -218,6 +218,21 @@ class RunCore:
             core.phase = "winding_down"
         return core
 
+    @property
+    def may_continue_as_new(self) -> bool:
+        """Whether the run is at a boundary where it can go on in a new run: its history grew
+        long and nothing is in flight but waits (which carry over)."""
+        return self.phase == "draining" and self._in_flight == 0
+
+    def continue_as_new(self) -> ContinueAsNew:
+        """End this run to go on in a new one; the command holds the snapshot. The shell asks
+        only when every event it received has been fed, so no signal is lost."""
+        assert self.may_continue_as_new
+        outcome = ContinueAsNew(self.snapshot())
+        self.phase = "ended"
+        self.outcome = outcome
+        return outcome
+
     # -- driving ---------------------------------------------------------------------------
 
     @property
@@ -965,9 +980,12 @@ class RunCore:
         self.paused_foreach.pop(node_id, None)
         state = self.scheduler.states[node_id]
         if state.status == NodeStatus.NEEDS_ATTENTION:
-            state.error = f"{state.error}; {message}" if state.error else message
+            # The node keeps its own failure; the run says who gave up on it.
+            state.error = (
+                f"{state.error}; failed by an operator{who}{why}" if state.error else message
+            )
             self.scheduler.give_up(node_id, self._now)
-            self._set_fatal(node_id, state.error)
+            self._set_fatal(node_id, message)
             return
         for work in [w for w in self.work.values() if w.node == node_id]:
             self._end_wait(work)
@@ -1056,10 +1074,6 @@ class RunCore:
             self._wind_down_step()
         elif self.phase in ("running", "draining") and self._finished():
             self._complete()
-        elif self.phase == "draining" and self._in_flight == 0:
-            self.phase = "ended"
-            self.outcome = ContinueAsNew(self.snapshot())
-            self._out.append(self.outcome)
         if self.phase in ("running", "draining"):
             self._refresh_status()
         out = [*self._status_out, *self._out]

@@ -211,9 +211,8 @@ def _node_json(
         value = getattr(node, key)
         if value is not None:
             out[key] = value
-    batch_size = getattr(node, "batch_size", None)
-    if batch_size is not None:
-        out["batch_size"] = batch_size
+    if node.batch_size is not None:
+        out["batch_size"] = node.batch_size
     if node.retry is not None and _retry_json(node.retry) != default_retry:
         out["retry"] = _retry_json(node.retry)
     on_error = _on_error_json(node.on_error) if node.on_error is not None else default_on_error

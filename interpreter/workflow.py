@@ -152,40 +152,55 @@ class TideflowWorkflow:
         self._execute(core.start(self._now()))
         while not core.ended:
             try:
-                await workflow.wait_condition(lambda: bool(self._inbox) or core.ended)
+                await workflow.wait_condition(
+                    lambda: (
+                        bool(self._inbox)
+                        or core.ended
+                        or core.may_continue_as_new
+                        or self._turned_long()
+                    )
+                )
             except asyncio.CancelledError:
                 self._feed(CancelRequested())
                 continue
-            if not self._long and self._history_is_long():
-                self._long = True
-                self._feed(HistoryLong())
             while self._inbox and not core.ended:
                 self._feed(self._inbox.popleft())
-        return await self._finish(core.outcome, input)
+            if self._turned_long():
+                self._long = True
+                self._feed(HistoryLong())
+            if core.may_continue_as_new and not self._inbox and workflow.all_handlers_finished():
+                # Every signal received so far has been fed: nothing is left behind.
+                self._continue_as_new(core.continue_as_new(), input)
+        return self._finish(core.outcome)
 
-    async def _finish(self, outcome: RunCommand | None, input: RunInput) -> RunReport:
+    def _continue_as_new(self, outcome: ContinueAsNew, input: RunInput) -> NoReturn:
+        workflow.continue_as_new(
+            RunInput(
+                plan=self._plan_json,
+                inputs=input.inputs,
+                history_limit=input.history_limit,
+                resume=outcome.snapshot,
+                batch=input.batch,
+            )
+        )
+
+    def _finish(self, outcome: RunCommand | None) -> RunReport:
         if isinstance(outcome, CompleteRun):
             return outcome.report
         if isinstance(outcome, FailRun):
             report = outcome.report.model_dump(mode="json")
             raise ApplicationError(outcome.message, report, type=RUN_FAILED, non_retryable=True)
-        if isinstance(outcome, ContinueAsNew):
-            await workflow.wait_condition(workflow.all_handlers_finished)
-            workflow.continue_as_new(
-                RunInput(
-                    plan=self._plan_json,
-                    inputs=input.inputs,
-                    history_limit=input.history_limit,
-                    resume=outcome.snapshot,
-                    batch=input.batch,
-                )
-            )
-        assert isinstance(outcome, CancelRun)
+        assert isinstance(outcome, CancelRun), outcome
         raise asyncio.CancelledError()
 
     def _feed(self, event: RunEvent) -> None:
         assert self._core is not None
         self._execute(self._core.feed(event, self._now()))
+
+    def _turned_long(self) -> bool:
+        """Whether the history just grew past its limit (checked after every activation,
+        updates and signals included)."""
+        return not self._long and self._history_is_long()
 
     def _history_is_long(self) -> bool:
         assert self._core is not None
