@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
-from interpreter.model import Definition, InputSpec
+from interpreter.model import Definition
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
@@ -27,7 +28,20 @@ class InputError(ValueError):
         super().__init__("; ".join(self.problems))
 
 
-def input_type_error(spec: InputSpec, value: Any) -> str | None:
+class _Spec(Protocol):
+    """What input checks read of a declared input (``InputSpec``, or a plan's ``InputPlan``)."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def required(self) -> bool: ...
+    @property
+    def default(self) -> Any: ...
+    @property
+    def enum(self) -> Sequence[Any] | None: ...
+
+
+def input_type_error(spec: _Spec, value: Any) -> str | None:
     """Why ``value`` does not fit ``spec``, or None."""
     if spec.type != "any":
         allowed = _JSON_TYPES[spec.type]
@@ -40,21 +54,25 @@ def input_type_error(spec: InputSpec, value: Any) -> str | None:
     return None
 
 
-def resolve_inputs(definition: Definition, given: dict[str, Any]) -> dict[str, Any]:
+def resolve_inputs(
+    declared: Definition | Mapping[str, _Spec], given: dict[str, Any]
+) -> dict[str, Any]:
     """The run's inputs with defaults applied; raise :class:`InputError` naming every bad field.
 
-    When the definition declares no inputs, any inputs are accepted as they are.
+    ``declared`` is a definition or its declared inputs (a plan's). When nothing is declared,
+    any inputs are accepted as they are.
     """
-    if not definition.inputs:
+    specs: Mapping[str, _Spec] = declared.inputs if isinstance(declared, Definition) else declared
+    if not specs:
         return dict(given)
     problems: list[tuple[str, str]] = []
     resolved: dict[str, Any] = {}
     for name in given:
-        if name not in definition.inputs:
-            close = difflib.get_close_matches(name, list(definition.inputs), n=1)
+        if name not in specs:
+            close = difflib.get_close_matches(name, list(specs), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append((name, f"not declared by this workflow{hint}"))
-    for name, spec in definition.inputs.items():
+    for name, spec in specs.items():
         if name in given:
             value = given[name]
             if spec.type == "number" and isinstance(value, int) and not isinstance(value, bool):

@@ -120,6 +120,8 @@ class Node(_Model):
     when: str | bool | None = None
     foreach: str | list[Any] | None = None
     concurrency: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    """A foreach over more items than this runs them in child workflows of this many items."""
     join: Literal["all", "any"] = "all"
     retry: RetrySpec | None = Field(
         default=None, validation_alias=AliasChoices("retry", "retry_policy")

@@ -94,6 +94,8 @@ class Scheduler:
     states: dict[str, NodeState] = field(init=False)
     history: list[Transition] = field(init=False, default_factory=list)
     paused: bool = field(init=False, default=False)
+    dropped_history: int = field(init=False, default=0)
+    """Transitions left out of ``history`` by earlier snapshots (continue-as-new)."""
     _graph: dict[str, GraphNode] = field(init=False)
     _dependents: dict[str, list[str]] = field(init=False)
     _counts: dict[str, _Counts] = field(init=False)
@@ -335,18 +337,18 @@ class Scheduler:
     # -- continue-as-new -----------------------------------------------------------------
 
     def snapshot(self, keep_history: int = 1000) -> dict[str, Any]:
-        """Everything needed to go on in a new run (JSON). Nothing may be running."""
-        assert not self._active, "snapshot with nodes still running"
+        """Everything needed to go on in a new run (JSON); the newest ``keep_history``
+        transitions are kept. Nodes may be running or waiting (waits carry over)."""
         history = self.history[-keep_history:]
         return {
             "states": [
                 {**state.__dict__, "status": state.status.value} for state in self.states.values()
             ],
             "history": [t.__dict__ for t in history],
-            "dropped_history": len(self.history) - len(history),
+            "dropped_history": self.dropped_history + len(self.history) - len(history),
             "paused": self.paused,
             "ready": list(self._ready),
-            "forced": self._forced,
+            "forced": dict(self._forced),
         }
 
     @classmethod
@@ -360,9 +362,12 @@ class Scheduler:
                 status = NodeStatus(raw["status"])
                 scheduler._set(state, status)
                 for key, value in raw.items():
-                    if key != "status":
+                    if key != "status" and hasattr(state, key):
                         setattr(state, key, value)
+                if status in ACTIVE:
+                    scheduler._active.add(state.id)
         scheduler.history = [Transition(**t) for t in snapshot.get("history", [])]
+        scheduler.dropped_history = int(snapshot.get("dropped_history") or 0)
         scheduler.paused = bool(snapshot.get("paused"))
         scheduler._forced = dict(snapshot.get("forced") or {})
         scheduler._ready = deque(snapshot.get("ready") or [])

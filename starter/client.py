@@ -51,12 +51,14 @@ from interpreter.control import (
     Approve,
     ControlAnswer,
     Event,
+    FailNode,
     RetryNode,
     RunInput,
     SetVars,
     SkipNode,
 )
 from interpreter.inputs import InputError, resolve_inputs
+from interpreter.plan import compile_plan
 from interpreter.report import DefinitionRef, RunReport, RunState
 from interpreter.workflow import (
     DEFINITION_KEY,
@@ -111,13 +113,20 @@ def validate(paths: Sequence[str | Path]) -> list[Problem]:
     return problems
 
 
-def run_input(definition: Definition, inputs: dict[str, Any] | None = None) -> RunInput:
-    """The workflow input of a run: the definition as JSON plus checked inputs.
+def run_input(
+    definition: Definition,
+    inputs: dict[str, Any] | None = None,
+    *,
+    history_limit: int | None = None,
+) -> RunInput:
+    """The workflow input of a run: the definition's compiled plan plus checked inputs.
 
     Raises :class:`~interpreter.inputs.InputError` naming each bad field before anything runs.
     """
     resolve_inputs(definition, inputs or {})
-    return RunInput(definition=definition_json(definition), inputs=dict(inputs or {}))
+    return RunInput(
+        plan=compile_plan(definition), inputs=dict(inputs or {}), history_limit=history_limit
+    )
 
 
 def definition_json(definition: Definition) -> dict[str, Any]:
@@ -155,14 +164,17 @@ async def start(
     id_reuse_policy: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE,
     id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.UNSPECIFIED,
     memo: dict[str, Any] | None = None,
+    history_limit: int | None = None,
 ) -> WorkflowHandle[TideflowWorkflow, RunReport]:
     """Start a run and return its handle (inputs are checked first).
 
     With a derived ``workflow_id`` and ``REJECT_DUPLICATE``/``FAIL`` the id is an idempotency
     key: a second start raises ``WorkflowAlreadyStartedError``. ``memo`` is stored with the run
-    (the HTTP API keeps what a retried start must match there).
+    (the HTTP API keeps what a retried start must match there). ``history_limit`` makes the run
+    continue as new whenever its history holds that many events (default: when Temporal
+    suggests it).
     """
-    payload = run_input(definition, inputs)
+    payload = run_input(definition, inputs, history_limit=history_limit)
     return await client.start_workflow(
         TideflowWorkflow.run,
         payload,
@@ -271,6 +283,14 @@ async def resume(client: Client, workflow_id: str) -> None:
 async def cancel(client: Client, workflow_id: str) -> None:
     """Cancel a run: running nodes are cancelled and compensations run."""
     await client.get_workflow_handle(workflow_id).cancel()
+
+
+async def fail(
+    client: Client, workflow_id: str, node: str, reason: str | None = None, by: str | None = None
+) -> ControlAnswer:
+    """Give up on a node that needs attention or waits: it fails, and the run fails."""
+    request = FailNode(node=node, reason=reason, by=by)
+    return await _update(client, workflow_id, TideflowWorkflow.fail_node, request)
 
 
 async def skip(client: Client, workflow_id: str, node: str, output: Any = None) -> ControlAnswer:
@@ -450,6 +470,7 @@ __all__ = [
     "data_converter",
     "definition_json",
     "emit",
+    "fail",
     "list_runs",
     "load",
     "pause",

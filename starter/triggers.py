@@ -308,8 +308,8 @@ def build_schedule(
     fingerprint = _digest(
         json.dumps(
             {
-                "format": 1,
-                "definition": run_input.definition,
+                "format": 2,
+                "plan": run_input.plan,
                 "inputs": run_input.inputs,
                 "cron": trigger.cron,
                 "every": trigger.every,

@@ -199,7 +199,7 @@ async def test_schedules_are_synced_idempotently_and_a_trigger_runs(
     assert action.typed_search_attributes.get(VERSION_KEY) == "2"
     (run_input,) = await client.data_converter.decode(list(action.args), [RunInput])
     assert run_input.inputs == {"label": "nightly"}
-    assert run_input.definition["name"] == name
+    assert run_input.plan is not None and run_input.plan["name"] == name
     hourly_spec = (await client.get_schedule_handle(hourly).describe()).schedule.spec
     assert hourly_spec.intervals[0].every == timedelta(hours=1)
 
@@ -223,14 +223,14 @@ async def test_schedules_are_synced_idempotently_and_a_trigger_runs(
     assert report.status == "completed", report.error
     assert report.outputs == {"label": "nightly"}
 
-    # A change to the definition updates its schedules (the run input carries the definition),
-    # keeping a pause an operator made.
+    # A change to a schedule updates it (and only it: the other schedule's run input, the
+    # plan, did not change), keeping a pause an operator made.
     await handle.pause(note="paused by ops")
     path.write_text(_yaml(SCHEDULED.format(name=name, cron="30 4 * * *")))
     changed = await sync_schedules(client, catalog, task_queue=tideflow.task_queue)
     assert {(c.schedule_id, c.action) for c in changed if c.definition == slug} == {
         (nightly, "updated"),
-        (hourly, "updated"),
+        (hourly, "unchanged"),
     }
     described = await handle.describe()
     assert described.schedule.spec.calendars[0].hour[0].start == 4

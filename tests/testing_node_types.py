@@ -9,8 +9,8 @@ which the tests read back (the worker runs in the test process).
 - ``test.flaky`` ``{failures, value}`` fails (retryably) ``failures`` times per run and node,
   then returns ``{value, calls, attempt}``.
 - ``test.permanent`` ``{message}`` always raises ``PermanentNodeError`` (never retried).
-- ``test.sleep`` ``{seconds}`` sleeps while heartbeating; records in-flight counts and
-  cancellations; returns ``{slept}``.
+- ``test.sleep`` ``{seconds, fail_after}`` sleeps while heartbeating (or fails for good after
+  ``fail_after`` seconds); records in-flight counts and cancellations; returns ``{slept}``.
 - ``test.rendezvous`` ``{group, parties, timeout}`` waits until ``parties`` nodes of the same run
   and group are running at once (proof of parallelism without timing); fails if they never
   meet.
@@ -72,6 +72,8 @@ class SleepConfig(_Config):
 
     seconds: float = Field(ge=0)
     heartbeat_every: float = Field(default=0.05, gt=0)
+    fail_after: float | None = Field(default=None, ge=0)
+    """Fail (for good) after this many seconds instead of finishing."""
 
 
 class RendezvousConfig(_Config):
@@ -117,11 +119,14 @@ async def sleep(config: SleepConfig, ctx: NodeContext) -> dict[str, Any]:
     gauge = (ctx.run.workflow_id, _ITEM_SUFFIX.sub("", ctx.node_id))
     IN_FLIGHT[gauge] += 1
     MAX_IN_FLIGHT[gauge] = max(MAX_IN_FLIGHT[gauge], IN_FLIGHT[gauge])
-    deadline = time.monotonic() + config.seconds
+    seconds = config.seconds if config.fail_after is None else config.fail_after
+    deadline = time.monotonic() + seconds
     try:
         while (left := deadline - time.monotonic()) > 0:
             ctx.heartbeat()
             await asyncio.sleep(min(left, config.heartbeat_every))
+        if config.fail_after is not None:
+            raise PermanentNodeError(f"failed after {config.fail_after} s on purpose")
     except asyncio.CancelledError:
         CANCELLED.add(_key(ctx))
         raise
