@@ -661,7 +661,7 @@ async def test_compile_piped(cli: Cli, tmp_path: Path) -> None:
     assert done.code == 0, done.stderr
     compiled = done.json()
     assert compiled["inputs"] == {"who": "x"}
-    assert compiled["definition"]["name"] == "CLI greet"
+    assert compiled["plan"]["format"] == 2 and compiled["plan"]["name"] == "CLI greet"
 
 
 def _row(text: str, first_cell: str) -> list[str]:
