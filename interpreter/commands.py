@@ -17,12 +17,15 @@ from interpreter.report import RunReport
 
 @dataclass(frozen=True)
 class StartActivity:
-    """Schedule the activity of a node (or of one foreach item, or of a handler)."""
+    """Schedule the activity of a node (or of one foreach item, or of a handler). ``node`` is
+    the plan node whose settings (type, timeouts, retry, task queue) apply; None for the run's
+    own lifecycle notifications, which run ``activity_type`` with default settings."""
 
     label: str
-    node: str
+    node: str | None
     activity_id: str
     input: NodeInput
+    activity_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,16 @@ class ContinueAsNew:
     snapshot: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Observe:
+    """Tell the worker's observers (extension hooks) what happened: ``run_started``,
+    ``node_started``, ``node_ended``, ``run_ended``. Not a Temporal command: the shell hands it
+    to the worker outside the workflow's history, and only when not replaying."""
+
+    event: str
+    data: dict[str, Any]
+
+
 RunCommand = (
     StartActivity
     | StartChild
@@ -100,5 +113,6 @@ RunCommand = (
     | FailRun
     | CancelRun
     | ContinueAsNew
+    | Observe
 )
 """Every command the core gives."""

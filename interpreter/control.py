@@ -24,6 +24,14 @@ class BatchInput(BaseModel):
     each failure."""
 
 
+class ReusedNode(BaseModel):
+    """A node's outcome in the run a redrive reruns."""
+
+    output: Any = None
+    attempts: int = 1
+    usage: dict[str, Any] | None = None
+
+
 class RunInput(BaseModel):
     """The input of ``TideflowWorkflow``: the compiled plan and the run's inputs.
 
@@ -44,6 +52,11 @@ class RunInput(BaseModel):
     """Set by the run itself when it continues as new: where the previous run stopped."""
     batch: BatchInput | None = None
     """Set when this run is a batch of a parent's foreach items."""
+    reuse: dict[str, ReusedNode] | None = None
+    """Nodes that completed in an earlier run of the same plan (a redrive): they end with their
+    recorded output when reached, without running again."""
+    origin: str | None = None
+    """Where the run came from (``api``, ``cli``, ``trigger``, ``schedule``…); nodes see it."""
 
     @model_serializer(mode="wrap")
     def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -81,11 +94,24 @@ class SetVars(BaseModel):
 
 
 class Approve(BaseModel):
-    """``approve``: answer an approval node."""
+    """``approve``: answer an approval node (or a node waiting for a person's review)."""
 
     node: str
     approved: bool = True
     comment: str | None = None
+    by: str | None = None
+    """Who answers (the API's token, the CLI's user); checked against the node's approvers."""
+    roles: list[str] = Field(default_factory=list)
+    """The roles of ``by``: an approver list may name roles as well as users."""
+    output: Any = None
+    """For a review: the reviewer's answer (a label…); empty means the proposed answer."""
+
+
+class RaiseBudget(BaseModel):
+    """``raise_budget``: let a run spend more (and go on where the budget stopped it)."""
+
+    add_tokens: int = Field(default=0, ge=0)
+    add_usd: float = Field(default=0.0, ge=0)
     by: str | None = None
 
 

@@ -32,15 +32,17 @@ from interpreter.commands import (
     CompleteRun,
     ContinueAsNew,
     FailRun,
+    Observe,
     RunCommand,
     StartActivity,
     StartChild,
     StartTimer,
     UpsertStatus,
 )
-from interpreter.control import Approve, BatchInput, Event, RunInput
+from interpreter.control import Approve, BatchInput, Event, ReusedNode, RunInput
 from interpreter.events import (
     ApprovalAnswered,
+    BudgetRaised,
     CancelRequested,
     EventArrived,
     FailRequested,
@@ -58,12 +60,15 @@ from interpreter.events import (
 )
 from interpreter.expressions import ExpressionError, References, evaluate, truthy
 from interpreter.inputs import var_type_problem
-from interpreter.node_io import NodeInput
+from interpreter.node_io import BudgetLeft, NodeInput
 from interpreter.node_types import WORKFLOW_TYPE_CONFIGS, ApprovalConfig, WaitForEventConfig
 from interpreter.plan import DEFAULT_BATCH_SIZE, DEFAULT_FOREACH_CONCURRENCY, Plan, PlanNode
 from interpreter.report import (
+    AwaitedEvent,
+    BudgetReport,
     DefinitionRef,
     NodeReport,
+    PendingApproval,
     RunReport,
     RunState,
     RunUsage,
@@ -80,7 +85,7 @@ CHILDREN_SHARE = 50
 KEEP_HISTORY = 1000
 """Status transitions a run hands on when it continues as new (older ones are counted)."""
 
-Phase = Literal["running", "draining", "winding_down", "ended"]
+Phase = Literal["running", "draining", "winding_down", "finishing", "ended"]
 HandlerPurpose = Literal["fallback", "compensation", "on_failure"]
 
 _FINAL = frozenset({"completed", "failed", "cancelled"})
@@ -110,6 +115,9 @@ class RunCore:
         started_at: str,
         batch: BatchInput | None = None,
         history_limit: int | None = None,
+        reuse: dict[str, ReusedNode] | None = None,
+        origin: str | None = None,
+        observe: bool = False,
     ) -> None:
         self.plan = plan
         self.inputs = inputs
@@ -134,6 +142,22 @@ class RunCore:
         self.status_upserted = False
         self.started_at = started_at
         self.batch_outputs: dict[str, Any] | None = None
+        self.reuse = reuse or {}
+        self.reused: list[str] = []
+        self.origin = origin
+        self.observe = observe
+        """Whether the worker's observers want lifecycle events (``Observe`` commands)."""
+        self.spent_tokens = 0
+        self.spent_usd = 0.0
+        self.added_tokens = 0
+        self.added_usd = 0.0
+        self.node_spent: dict[str, tuple[int, float]] = {}
+        self.attention: dict[str, str] = {}
+        """Node that needs attention → why: ``error``, or ``budget``."""
+        self.notified = 0
+        self._final: RunCommand | None = None
+        """The run's outcome while its lifecycle notifications are still being sent."""
+        self._observed = 0
         self.outcome: RunCommand | None = None
         """The command that ended the run, once it has ended."""
         self._out: list[RunCommand] = []
@@ -174,6 +198,14 @@ class RunCore:
             status_upserted=self.status_upserted,
             started_at=self.started_at,
             batch_outputs=self.batch_outputs,
+            reused=self.reused,
+            spent_tokens=self.spent_tokens,
+            spent_usd=self.spent_usd,
+            added_tokens=self.added_tokens,
+            added_usd=self.added_usd,
+            node_spent=self.node_spent,
+            attention=self.attention,
+            notified=self.notified,
         ).model_dump(mode="json")
 
     @classmethod
@@ -186,6 +218,9 @@ class RunCore:
         *,
         batch: BatchInput | None = None,
         history_limit: int | None = None,
+        reuse: dict[str, ReusedNode] | None = None,
+        origin: str | None = None,
+        observe: bool = False,
     ) -> RunCore:
         """The core a :meth:`snapshot` (of any format) describes."""
         snap = RunSnapshot.from_json(data)
@@ -196,6 +231,9 @@ class RunCore:
             started_at=snap.started_at,
             batch=batch,
             history_limit=history_limit,
+            reuse=reuse,
+            origin=origin,
+            observe=observe,
         )
         core.scheduler = Scheduler.restore(core._graph_nodes(), snap.scheduler)
         core.vars = dict(snap.vars)
@@ -213,6 +251,13 @@ class RunCore:
         core.status = snap.status
         core.status_upserted = snap.status_upserted
         core.batch_outputs = snap.batch_outputs
+        core.reused = list(snap.reused)
+        core.spent_tokens, core.spent_usd = snap.spent_tokens, snap.spent_usd
+        core.added_tokens, core.added_usd = snap.added_tokens, snap.added_usd
+        core.node_spent = {k: (int(v[0]), float(v[1])) for k, v in snap.node_spent.items()}
+        core.attention = dict(snap.attention)
+        core.notified = snap.notified
+        core._observed = len(core.scheduler.history)
         core._started = True
         if core.fatal is not None or core.cancel_requested:
             core.phase = "winding_down"
@@ -247,6 +292,10 @@ class RunCore:
         if not self._started:
             self._started = True
             self.scheduler.start(now)
+            if self.observe:
+                self._out.append(Observe("run_started", self._run_data()))
+            if self.batch is None:
+                self._notify("started")
         else:
             for work in self.work.values():
                 if work.deadline is not None:
@@ -262,10 +311,16 @@ class RunCore:
             case WorkCompleted(label=label):
                 work = self._take(label)
                 if work is not None:
-                    self._completed(work, event.output, event.attempts, event.usage)
+                    self._spend(work.node, event.usage)
+                    if event.review is not None and work.purpose in ("node", "item"):
+                        self._review(work, event.review, event.output, event.attempts, event.usage)
+                    else:
+                        self._completed(work, event.output, event.attempts, event.usage)
             case WorkFailed(label=label):
                 work = self._take(label)
-                if work is not None:
+                if work is not None and event.budget:
+                    self._budget_stopped(work, event.message, event.attempts)
+                elif work is not None:
                     self._failed(work, event.message, event.attempts)
             case WorkCancelled(label=label):
                 work = self._take(label)
@@ -284,8 +339,10 @@ class RunCore:
                 self.scheduler.resume(now)
             case SkipRequested(node=node, output=output):
                 self.paused_foreach.pop(node, None)
+                self.attention.pop(node, None)
                 self.scheduler.skip(node, now, output)
             case RetryRequested(node=node):
+                self.attention.pop(node, None)
                 self.reruns[node] = self.reruns.get(node, 0) + 1
                 self.scheduler.retry(node, now)
             case FailRequested(node=node):
@@ -294,6 +351,8 @@ class RunCore:
                 self.vars.update(values)
             case ApprovalAnswered(answer=answer):
                 self._answer(answer)
+            case BudgetRaised(raised=raised):
+                self._raise_budget(raised.add_tokens, raised.add_usd, raised.by)
             case CancelRequested():
                 if self.phase != "winding_down":
                     self.cancel_requested = True
@@ -335,11 +394,28 @@ class RunCore:
         node = self.plan.nodes.get(answer.node)
         if node is None:
             return f"unknown node {answer.node!r}"
-        if node.type != "approval":
+        work = self.work.get(answer.node)
+        if node.type != "approval" and not (work is not None and work.review is not None):
             return f"{answer.node!r} is not an approval node"
         work = self.work.get(answer.node)
         if work is None or work.kind != "approval":
-            return f"{answer.node!r} is not waiting for an approval"
+            return f"{answer.node!r} is not waiting for an approval or a review"
+        approvers = work.approvers
+        if approvers:
+            allowed = ", ".join(approvers)
+            if not answer.by:
+                return f"only {allowed} may answer {answer.node!r}: say who you are"
+            if answer.by not in approvers and not set(answer.roles) & set(approvers):
+                return f"{answer.by} may not answer {answer.node!r}: only {allowed} may"
+        options = (work.review or {}).get("options")
+        if (
+            options
+            and answer.approved
+            and answer.output is not None
+            and answer.output not in options
+        ):
+            choices = ", ".join(repr(o) for o in options)
+            return f"{answer.output!r} is not an answer of {answer.node!r}: one of {choices}"
         return None
 
     def vars_problem(self, values: dict[str, Any]) -> str | None:
@@ -376,6 +452,17 @@ class RunCore:
                 failed = [first for first, _ in paused.pending]
                 paused.pending = deque(_runs(failed, paused.batch_size))
             self.foreach[node_id] = paused
+            return
+        reused = self.reuse.get(node_id)
+        if reused is not None and not node.handler:
+            # A redrive: the node completed in the run this one reruns; keep what it did.
+            self.scheduler.node_started(node_id, self._now)
+            self.scheduler.node_completed(
+                node_id, self._now, reused.output, attempts=reused.attempts, usage=reused.usage
+            )
+            self.reused.append(node_id)
+            if node.compensate:
+                self.compensations.append(node_id)
             return
         scope = self._scope(node)
         if self.batch is None:
@@ -431,16 +518,26 @@ class RunCore:
                 self._start_activity(node, work, scope)
         except ExpressionError as e:
             self._failed(work, f"node {label!r}: {e.message}", 0)
+        except _BudgetStop as e:
+            self._budget_stopped(work, e.message, 0)
         except _Failure as e:
             self._failed(work, e.message, 0)
 
     def _start_activity(self, node: PlanNode, work: Work, scope: dict[str, Any]) -> None:
         config = evaluate(node.config, scope)
+        budget = self._budget_left(node) if node.spends else None
+        if budget is not None and (
+            (budget.tokens is not None and budget.tokens <= 0)
+            or (budget.cost_usd is not None and budget.cost_usd <= 0)
+        ):
+            raise _BudgetStop(f"node {work.label!r}: the budget is spent ({self._spend_text()})")
         node_input = NodeInput(
             node_id=work.label,
             config=config if isinstance(config, dict) else {},
             scope=self._code_scope(node, scope) if node.scoped else None,
             cache_ttl_seconds=node.cache_ttl,
+            origin=self.origin,
+            budget=budget,
         )
         rerun = 0 if work.purpose in ("fallback", "compensation", "on_failure") else None
         rerun = self.reruns.get(node.id, 0) if rerun is None else rerun
@@ -510,6 +607,7 @@ class RunCore:
             work.on_timeout = str(parsed.on_timeout)
             work.on_reject = str(parsed.on_reject)
             work.approvers = list(parsed.approvers)
+            work.message = parsed.message
             if parsed.timeout is not None:
                 work.deadline = _add_seconds(self._now, float(parsed.timeout))
             self._wait(work)
@@ -554,7 +652,7 @@ class RunCore:
                 label=work.label,
                 node=node.id,
                 workflow_id=f"{self.identity.workflow_id}-{work.label}",
-                input=RunInput(plan=node.child_plan, inputs=inputs),
+                input=RunInput(plan=node.child_plan, inputs=inputs, origin=self.origin),
                 task_queue=str(queue),
                 summary=f"{node.summary} (child of {self.identity.workflow_id})",
             )
@@ -582,6 +680,8 @@ class RunCore:
         if work.kind == "child" and work.purpose != "batch":
             output = _child_output(output)
         purpose = work.purpose
+        if purpose == "notification":
+            return
         if purpose == "item":
             self._item_ended(work, output, attempts, usage, None)
         elif purpose == "batch":
@@ -609,6 +709,9 @@ class RunCore:
 
     def _failed(self, work: Work, message: str, attempts: int) -> None:
         purpose = work.purpose
+        if purpose == "notification":
+            self.scheduler.note(self._now, "notification failed", message)
+            return
         if purpose == "item":
             self._item_ended(work, None, attempts, None, message)
         elif purpose == "batch":
@@ -631,6 +734,8 @@ class RunCore:
             self._node_failed(self.plan.nodes[work.node], message, attempts)
 
     def _cancelled(self, work: Work) -> None:
+        if work.purpose == "notification":
+            return
         if work.purpose == "item":
             self._item_ended(work, None, 0, None, None, cancelled=True)
         elif work.purpose == "batch":
@@ -649,6 +754,7 @@ class RunCore:
             )
         elif on_error == "pause" and self.phase != "winding_down":
             self.scheduler.node_failed(node.id, self._now, message, mode="pause", attempts=attempts)
+            self.attention[node.id] = "error"
         elif node.fallback is not None and self.phase != "winding_down":
             self.scheduler.states[node.id].attempts = attempts
             self._invoke(node.fallback, "fallback", invoker=node.id, error=message)
@@ -731,6 +837,7 @@ class RunCore:
         while (
             state.pending
             and state.failure is None
+            and not state.budget_stop
             and len(state.running) < state.concurrency
             and self._in_flight < MAX_IN_FLIGHT
             and self.phase == "running"
@@ -764,6 +871,7 @@ class RunCore:
                 input=RunInput(
                     plan=_batch_plan(self.plan, node),
                     history_limit=self.history_limit,
+                    origin=self.origin,
                     batch=BatchInput(
                         node=node.id,
                         items=state.items[first:end],
@@ -834,6 +942,7 @@ class RunCore:
                 state.results[first + shift] = value
             state.attempts = max(state.attempts, int(outputs.get("attempts") or 0))
             state.usage = _add_usage(state.usage, outputs.get("usage"))
+            self._spend(work.node, outputs.get("usage"))
             errors = outputs.get("errors") or {}
             for key in sorted(errors, key=int):
                 message = str(errors[key])
@@ -847,7 +956,7 @@ class RunCore:
         """End the foreach node once nothing of it runs and nothing more will start."""
         if self.foreach.get(state.node) is not state:
             return  # settled already (a cancelled sibling ended it)
-        if state.running or (state.pending and state.failure is None):
+        if state.running or (state.pending and state.failure is None and not state.budget_stop):
             return
         node = self.plan.nodes[state.node]
         del self.foreach[state.node]
@@ -866,6 +975,16 @@ class RunCore:
             return
         if state.stopped and not failed:
             self.scheduler.node_cancelled(node.id, self._now)
+            return
+        if state.budget_stop and self.batch is None and self.phase != "winding_down":
+            message = _item_message(node, failed[0], state.errors[failed[0]])
+            self.scheduler.node_failed(node.id, self._now, message, mode="pause", attempts=attempts)
+            self.scheduler.states[node.id].output = state.results
+            left = [first for first, _ in state.pending]
+            state.pending = deque((i, i + 1) for i in sorted({*failed, *left}))
+            state.budget_stop = False
+            self.paused_foreach[node.id] = state
+            self.attention[node.id] = "budget"
             return
         if state.failure is not None or (failed and node.on_error not in ("continue", "pause")):
             first = failed[0] if failed else 0
@@ -898,6 +1017,7 @@ class RunCore:
         self.scheduler.states[node.id].output = state.results
         state.pending = deque((i, i + 1) for i in failed)
         self.paused_foreach[node.id] = state
+        self.attention[node.id] = "error"
 
     # -- waits, events, approvals ----------------------------------------------------------
 
@@ -936,8 +1056,10 @@ class RunCore:
     def _match_events(self) -> None:
         for work in [w for w in self.work.values() if w.kind == "event"]:
             for event in self.events:
-                if event.name == work.event and (
-                    work.correlation is None or event.correlation == work.correlation
+                if (
+                    event.name == work.event
+                    and (work.correlation is None or event.correlation == work.correlation)
+                    and self._passes_filters(work, event)
                 ):
                     self.events.remove(event)
                     self._end_wait(work)
@@ -949,6 +1071,23 @@ class RunCore:
                     self._completed(work, output, 1, None)
                     break
 
+    def _passes_filters(self, work: Work, event: Event) -> bool:
+        node = self.plan.nodes.get(work.node)
+        if node is None or not node.filters:
+            return True
+        scope = {
+            **self._scope(node),
+            "event": {
+                "name": event.name,
+                "payload": event.payload,
+                "correlation": event.correlation,
+            },
+        }
+        try:
+            return all(truthy(evaluate(f, scope)) for f in node.filters)
+        except ExpressionError:
+            return False  # an event a filter cannot read (a missing field) is not this node's
+
     def _answer(self, answer: Approve) -> None:
         work = self.work.get(answer.node)
         if work is None or work.kind != "approval":
@@ -957,6 +1096,14 @@ class RunCore:
         self._approval_result(work, answer)
 
     def _approval_result(self, work: Work, answer: Approve) -> None:
+        if work.review is not None:
+            if not answer.approved:
+                who = f" by {answer.by}" if answer.by else ""
+                why = f": {answer.comment}" if answer.comment else ""
+                self._failed(work, f"node {work.label!r}: answer rejected{who}{why}", work.attempts)
+                return
+            self._completed(work, _reviewed(work.review, answer), work.attempts, work.usage)
+            return
         if not answer.approved and work.on_reject == "fail":
             reason = f": {answer.comment}" if answer.comment else ""
             self._failed(work, f"node {work.node!r}: rejected{reason}", 1)
@@ -970,6 +1117,163 @@ class RunCore:
         if work.deadline is not None:
             self._out.append(CancelWork(work.label))
         self._unwait(work)
+
+    def _review(
+        self,
+        work: Work,
+        review: dict[str, Any],
+        output: Any,
+        attempts: int,
+        usage: dict[str, Any] | None,
+    ) -> None:
+        """The activity asks a person to confirm its answer: the node waits like an approval."""
+        work.kind = "approval"
+        work.review = {"proposed": output, **review}
+        work.message = str(review.get("message") or "")
+        work.approvers = list(review.get("approvers") or [])
+        work.attempts, work.usage = attempts, usage
+        self._wait(work)
+
+    # -- budgets -----------------------------------------------------------------------------
+
+    def _spend(self, node_id: str, usage: dict[str, Any] | None) -> None:
+        if not usage:
+            return
+        tokens = int(usage.get("total_tokens") or 0) or int(usage.get("prompt_tokens") or 0) + int(
+            usage.get("completion_tokens") or 0
+        )
+        usd = float(usage.get("cost_usd") or 0.0)
+        self.spent_tokens += tokens
+        self.spent_usd += usd
+        before = self.node_spent.get(node_id, (0, 0.0))
+        self.node_spent[node_id] = (before[0] + tokens, before[1] + usd)
+
+    def _budget_left(self, node: PlanNode) -> BudgetLeft | None:
+        """What ``node`` may still spend: the least of the run's and its own budget."""
+        tokens: int | None = None
+        usd: float | None = None
+        run = self.plan.budget
+        if run is not None:
+            if run.tokens is not None:
+                tokens = run.tokens + self.added_tokens - self.spent_tokens
+            if run.cost_usd is not None:
+                usd = run.cost_usd + self.added_usd - self.spent_usd
+        own = node.budget
+        if own is not None:
+            node_tokens, node_usd = self.node_spent.get(node.id, (0, 0.0))
+            if own.tokens is not None:
+                left = own.tokens + self.added_tokens - node_tokens
+                tokens = left if tokens is None else min(tokens, left)
+            if own.cost_usd is not None:
+                left_usd = own.cost_usd + self.added_usd - node_usd
+                usd = left_usd if usd is None else min(usd, left_usd)
+        if tokens is None and usd is None:
+            return None
+        return BudgetLeft(tokens=tokens, cost_usd=round(usd, 6) if usd is not None else None)
+
+    def _spend_text(self) -> str:
+        parts = [f"{self.spent_tokens} tokens"]
+        if self.spent_usd:
+            parts.append(f"${self.spent_usd:.4f}")
+        return " and ".join(parts) + " spent"
+
+    def _budget_stopped(self, work: Work, message: str, attempts: int) -> None:
+        """A node would spend more than its budget: it waits for an operator's decision."""
+        if work.purpose == "item":
+            state = self.foreach.get(work.node)
+            if state is not None and work.item is not None:
+                # Stop starting items; those running finish; the node waits for an operator.
+                state.budget_stop = True
+                state.running.pop(work.label, None)
+                state.errors[work.item] = message
+                state.results[work.item - state.offset] = {"error": message}
+                self._foreach_settle(state)
+            return
+        if work.purpose != "node" or self.phase == "winding_down":
+            self._failed(work, message, attempts)
+            return
+        self.scheduler.node_failed(work.node, self._now, message, mode="pause", attempts=attempts)
+        self.attention[work.node] = "budget"
+
+    def _raise_budget(self, tokens: int, usd: float, by: str | None) -> None:
+        self.added_tokens += tokens
+        self.added_usd += usd
+        who = f" by {by}" if by else ""
+        detail = f"+{tokens} tokens, +${usd:g}{who}"
+        self.scheduler.note(self._now, "budget raised", detail)
+        for node_id, why in list(self.attention.items()):
+            if why == "budget":
+                del self.attention[node_id]
+                self.reruns[node_id] = self.reruns.get(node_id, 0) + 1
+                self.scheduler.retry(node_id, self._now)
+
+    # -- lifecycle notifications and observers ---------------------------------------------
+
+    def _notify(self, event: str) -> None:
+        """Send the run's ``event`` to the definition's notification channels that want it."""
+        for channel in self.plan.notifications:
+            if event not in channel.on:
+                continue
+            self.notified += 1
+            label = f"notify#{self.notified}"
+            data = {**self._run_data(), "event": event, "status": self.status}
+            if self.fatal is not None:
+                data["error"] = self.fatal[1]
+            if event in ("needs_attention", "budget"):
+                data["nodes"] = sorted(self.scheduler.needs_attention)
+            work = Work(label=label, node="", kind="activity", purpose="notification")
+            self._add(work)
+            self._out.append(
+                StartActivity(
+                    label=label,
+                    node=None,
+                    activity_id=label,
+                    input=NodeInput(
+                        node_id=label,
+                        config={
+                            "channel": {"type": channel.type, "config": channel.config},
+                            "event": data,
+                        },
+                        origin=self.origin,
+                    ),
+                    activity_type="notify.lifecycle",
+                )
+            )
+
+    def _run_data(self) -> dict[str, Any]:
+        return {
+            "workflow_id": self.identity.workflow_id,
+            "run_id": self.identity.run_id,
+            "definition": self.plan.name,
+            "version": self.plan.version,
+            "slug": self.plan.slug,
+        }
+
+    def _observe_transitions(self) -> None:
+        history = self.scheduler.history
+        for transition in history[self._observed :]:
+            if transition.node is None:
+                continue
+            if transition.status == NodeStatus.RUNNING:
+                event = "node_started"
+            elif transition.status in ENDED or transition.status == NodeStatus.NEEDS_ATTENTION:
+                event = "node_ended"
+            else:
+                continue
+            node = self.plan.nodes.get(transition.node)
+            data = {
+                **self._run_data(),
+                "node": transition.node,
+                "type": node.type if node else "",
+                "status": str(transition.status),
+                "at": transition.at,
+            }
+            if event == "node_ended":
+                state = self.scheduler.states[transition.node]
+                data["attempts"] = state.attempts
+                data["error"] = state.error
+            self._out.append(Observe(event, data))
+        self._observed = len(history)
 
     # -- operator fail -----------------------------------------------------------------------
 
@@ -1006,8 +1310,9 @@ class RunCore:
             if state.pending or state.running:
                 state.stopped = True
             state.pending.clear()
-        for label in list(self.work):
-            self._cancel(label)
+        for label, work in list(self.work.items()):
+            if work.purpose != "notification":
+                self._cancel(label)
         for state in list(self.foreach.values()):
             self._foreach_settle(state)
 
@@ -1027,7 +1332,7 @@ class RunCore:
 
     def _wind_down_step(self) -> None:
         """Once nothing runs: cancel what never ran, then the handlers one at a time."""
-        if self.work:
+        if any(w.purpose != "notification" for w in self.work.values()):
             return
         if not self.steps_planned:
             self.steps_planned = True
@@ -1044,24 +1349,42 @@ class RunCore:
             for handler in self.plan.on_failure:
                 self.steps.append(Step(handler=handler, purpose="on_failure", invoker=failed_node))
         error = self.fatal[1] if self.fatal else "run cancelled"
-        while self.steps and not self.work:
+        while self.steps and not self._handler_running():
             step = self.steps.popleft()
             self._invoke(step.handler, step.purpose, invoker=step.invoker, error=error)
-        if self.work:
+        if self._handler_running():
             return
         if self.fatal is None:
             self._end("cancelled", CancelRun(self.report()))
         else:
             self._end("failed", FailRun(self.fatal[1], self.report()))
 
-    def _end(self, status: str, outcome: RunCommand | None = None) -> None:
-        self.phase = "ended"
+    def _handler_running(self) -> bool:
+        return any(w.purpose != "notification" for w in self.work.values())
+
+    def _end(self, status: str, outcome: RunCommand) -> None:
+        """End with ``outcome`` once the lifecycle notifications of ``status`` are sent."""
         self._set_status(status)
-        if outcome is not None:
-            # The report is made after the status is final.
-            outcome = _with_status(outcome, status)
-            self.outcome = outcome
-            self._out.append(outcome)
+        outcome = _with_status(outcome, status)  # the report was made before the status was final
+        before = self.notified
+        if self.batch is None:
+            self._notify(status)
+        if self.observe:
+            self._observe_transitions()
+            data = {**self._run_data(), "status": status}
+            data["error"] = self.fatal[1] if self.fatal else None
+            self._out.append(Observe("run_ended", data))
+        if self.notified > before or self.work:
+            self.phase = "finishing"
+            self._final = outcome
+            return
+        self._finish(outcome)
+
+    def _finish(self, outcome: RunCommand) -> None:
+        self.phase = "ended"
+        self.outcome = outcome
+        self._final = None
+        self._out.append(outcome)
 
     # -- settling after every event --------------------------------------------------------
 
@@ -1074,8 +1397,12 @@ class RunCore:
             self._wind_down_step()
         elif self.phase in ("running", "draining") and self._finished():
             self._complete()
+        if self.phase == "finishing" and not self.work and self._final is not None:
+            self._finish(self._final)
         if self.phase in ("running", "draining"):
             self._refresh_status()
+        if self.observe:
+            self._observe_transitions()
         out = [*self._status_out, *self._out]
         self._status_out, self._out = [], []
         return out
@@ -1138,6 +1465,9 @@ class RunCore:
         if self.status_upserted or status in ("paused", "waiting", "needs_attention"):
             self.status_upserted = True
             self._status_out.append(UpsertStatus(status))
+        if status == "needs_attention" and self.batch is None:
+            budget = "budget" in self.attention.values()
+            self._notify("budget" if budget else "needs_attention")
 
     # -- scope -----------------------------------------------------------------------------
 
@@ -1222,6 +1552,28 @@ class RunCore:
             paused=scheduler.paused,
             history=[Transition(**t.__dict__) for t in scheduler.history],
             error=self.fatal[1] if self.fatal else None,
+            waiting_events={
+                w.label: AwaitedEvent(event=w.event or "", correlation=w.correlation)
+                for w in self.work.values()
+                if w.kind == "event"
+            },
+            approvals={
+                w.label: PendingApproval(
+                    kind="review" if w.review is not None else "approval",
+                    message=w.message,
+                    approvers=list(w.approvers),
+                    proposed=(w.review or {}).get("proposed"),
+                    options=(w.review or {}).get("options"),
+                    details=(w.review or {}).get("details") or {},
+                )
+                for w in self.work.values()
+                if w.kind == "approval"
+            },
+            attention={
+                node: self.attention.get(node, "error")
+                for node in sorted(scheduler.needs_attention)
+            },
+            budget=self._budget_report(),
         )
 
     def report(self, outputs: dict[str, Any] | None = None) -> RunReport:
@@ -1254,6 +1606,21 @@ class RunCore:
             error=self.fatal[1] if self.fatal else None,
             usage=usage,
             nodes=nodes,
+            reused=list(self.reused),
+            budget=self._budget_report(),
+        )
+
+    def _budget_report(self) -> BudgetReport | None:
+        budget = self.plan.budget
+        if budget is None and not any(n.budget for n in self.plan.nodes.values()):
+            return None
+        return BudgetReport(
+            tokens=budget.tokens + self.added_tokens if budget and budget.tokens else None,
+            cost_usd=round(budget.cost_usd + self.added_usd, 6)
+            if budget and budget.cost_usd
+            else None,
+            spent_tokens=self.spent_tokens,
+            spent_usd=round(self.spent_usd, 6),
         )
 
     def details(self) -> str:
@@ -1284,6 +1651,14 @@ class RunCore:
         return "\n\n".join(lines)
 
 
+class _BudgetStop(Exception):
+    """A node would spend more than the budget allows."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 class _Failure(Exception):
     """A unit failed before it could start (bad config, a fail node, a missing input)."""
 
@@ -1299,6 +1674,28 @@ def _when(node: PlanNode, scope: dict[str, Any]) -> bool:
     if node.when is None or isinstance(node.when, bool):
         return node.when is not False
     return truthy(evaluate(node.when, scope))
+
+
+def _reviewed(review: dict[str, Any], answer: Approve) -> Any:
+    """A reviewed node's output: the proposed answer, or the reviewer's in its place."""
+    proposed = review.get("proposed")
+    field = review.get("field")
+    if answer.output is None:
+        output = proposed
+    elif field and isinstance(proposed, dict):
+        output = {**proposed, field: answer.output}
+    else:
+        output = answer.output
+    if isinstance(output, dict):
+        output = {
+            **output,
+            "review": {
+                "by": answer.by,
+                "comment": answer.comment,
+                "changed": answer.output is not None and answer.output != proposed,
+            },
+        }
+    return output
 
 
 def _with_status(outcome: RunCommand, status: str) -> RunCommand:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from interpreter.control import Approve, Event
+from interpreter.control import Approve, Event, RaiseBudget
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class WorkCompleted:
     output: Any = None
     attempts: int = 1
     usage: dict[str, Any] | None = None
+    review: dict[str, Any] | None = None
+    """The activity asks a person to confirm its answer (``NodeResult.review``)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class WorkFailed:
     label: str
     message: str
     attempts: int = 0
+    budget: bool = False
+    """The node stopped because its call would exceed the run's or node's budget."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,13 @@ class ApprovalAnswered:
 
 
 @dataclass(frozen=True)
+class BudgetRaised:
+    """The ``raise_budget`` update (validated)."""
+
+    raised: RaiseBudget
+
+
+@dataclass(frozen=True)
 class CancelRequested:
     """Somebody cancelled the workflow."""
 
@@ -126,6 +137,7 @@ RunEvent = (
     | FailRequested
     | VarsSet
     | ApprovalAnswered
+    | BudgetRaised
     | CancelRequested
     | HistoryLong
 )

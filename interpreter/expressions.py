@@ -32,7 +32,7 @@ import cel
 from interpreter.inputs import json_type
 
 ROOT_NAMES = frozenset(
-    {"inputs", "vars", "nodes", "item", "index", "run", "error", "failed_node", "secrets"}
+    {"inputs", "vars", "nodes", "item", "index", "run", "error", "failed_node", "secrets", "event"}
 )
 """Names an expression may start from."""
 

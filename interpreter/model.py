@@ -106,6 +106,34 @@ class CacheSpec(_Model):
     ttl: Duration
 
 
+class Budget(_Model):
+    """What a run (or one AI node) may spend on models before an operator must agree to more."""
+
+    tokens: int | None = Field(default=None, ge=1)
+    cost_usd: float | None = Field(default=None, gt=0)
+
+
+NotificationEvent = Literal[
+    "started", "completed", "failed", "cancelled", "needs_attention", "budget"
+]
+
+
+_DEFAULT_EVENTS: tuple[NotificationEvent, ...] = (
+    "completed",
+    "failed",
+    "needs_attention",
+    "budget",
+)
+
+
+class Notification(_Model):
+    """Where a run's lifecycle events go (``notifications:``): a webhook, email or Slack."""
+
+    on: list[NotificationEvent] = Field(default_factory=lambda: list(_DEFAULT_EVENTS))
+    type: Literal["notify.webhook", "notify.email", "notify.slack", "webhook", "email", "slack"]
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
 class Node(_Model):
     """One node of the graph."""
 
@@ -132,6 +160,8 @@ class Node(_Model):
     on_error: OnError | None = None
     compensate: str | None = None
     cache: CacheSpec | None = None
+    budget: Budget | None = None
+    """For AI nodes: what this node may spend (the run's budget applies too)."""
     position: Any = None
     """Layout of designer exports; ignored."""
     metadata: dict[str, Any] | None = None
@@ -287,6 +317,9 @@ class Definition(_Model):
     nodes: list[Node] | None = None
     edges: list[Edge] | None = None
     outputs: dict[str, Any] = Field(default_factory=dict)
+    budget: Budget | None = None
+    """What the run's AI nodes may spend together."""
+    notifications: list[Notification] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_spelling(self) -> Definition:

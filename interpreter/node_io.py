@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 
 class RunInfo(BaseModel):
@@ -17,6 +17,13 @@ class RunInfo(BaseModel):
 
     workflow_id: str
     run_id: str
+
+
+class BudgetLeft(BaseModel):
+    """What an AI node may still spend before the run needs an operator (``budget:``)."""
+
+    tokens: int | None = None
+    cost_usd: float | None = None
 
 
 class NodeInput(BaseModel):
@@ -30,6 +37,17 @@ class NodeInput(BaseModel):
     code (``code.python``); None for the others, so payloads stay small."""
     cache_ttl_seconds: float | None = None
     """Reuse the output of an identical node config within this many seconds, across runs."""
+    origin: str | None = None
+    """Where the run came from (``api``, ``cli``, ``trigger``…): workers may trust runs of some
+    origins more than others (private networks for definitions an operator ran)."""
+    budget: BudgetLeft | None = None
+    """For AI nodes of a run with a budget: what the node may still spend."""
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Stored in the history of every node: unset fields stay out.
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k == "config"}
 
 
 class Usage(BaseModel):
@@ -43,6 +61,24 @@ class Usage(BaseModel):
     model: str | None = None
 
 
+class ReviewRequest(BaseModel):
+    """An activity's answer that a person should confirm before the run goes on (a doubtful
+    classification, an extraction that failed its checks). The node waits like an approval;
+    the reviewer's answer (or ``proposed`` when approved as is) becomes its output."""
+
+    message: str
+    proposed: Any = None
+    """The output the node would have, if the reviewer accepts it."""
+    options: list[Any] | None = None
+    """The answers a reviewer may choose from (labels), if the answer is one of a set."""
+    field: str | None = None
+    """The key of ``proposed`` the reviewer's answer replaces (``label``); None: the answer is
+    the whole output."""
+    details: dict[str, Any] = Field(default_factory=dict)
+    """What the reviewer should see (the document's text, the model's confidence…)."""
+    approvers: list[str] = Field(default_factory=list)
+
+
 class NodeResult(BaseModel):
     """What a node activity returns."""
 
@@ -50,3 +86,8 @@ class NodeResult(BaseModel):
     attempt: int = 1
     usage: Usage | None = None
     cached: bool = False
+    review: ReviewRequest | None = None
+
+
+BUDGET_EXCEEDED = "TideflowBudgetExceeded"
+"""Failure type an AI node raises when its call would spend more than ``NodeInput.budget``."""

@@ -44,6 +44,7 @@ SCOPED_TYPES: Final[frozenset[str]] = frozenset({"code.python"})
 
 RAW_CONFIG_KEYS: Final[dict[str, frozenset[str]]] = {
     "code.python": frozenset({"code"}),
+    "wait_for_event": frozenset({"filters"}),
     "workflow": frozenset({"definition"}),
 }
 """Config keys taken literally, never as ``${{ }}`` templates: user code reads ``inputs`` and
@@ -98,6 +99,9 @@ class WaitForEventConfig(_Config):
 
     event: str
     correlation: str | None = None
+    filters: list[str] = Field(default_factory=list)
+    """Conditions on the event (``${{ event.payload.amount > 100.0 }}``): an event that fails
+    one is not this node's (it stays for another)."""
     timeout: Duration | None = None
     on_timeout: str = "fail"
     """``fail`` (the node fails), ``continue`` (the node completes with a null output) or

@@ -61,6 +61,23 @@ class RetryPlan:
 
 
 @dataclass(frozen=True)
+class BudgetPlan:
+    """A spending limit: tokens, US dollars, or both."""
+
+    tokens: int | None = None
+    cost_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class NotificationPlan:
+    """Where lifecycle events of the run go."""
+
+    on: tuple[str, ...]
+    type: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class PlanNode:
     """One node, ready to run."""
 
@@ -85,10 +102,19 @@ class PlanNode:
     cache_ttl: float | None = None
     child_plan: dict[str, Any] | None = None
     """For ``workflow`` nodes: the child definition's plan (JSON)."""
+    budget: BudgetPlan | None = None
+    """For AI nodes: what the node may spend."""
+    filters: tuple[Any, ...] = ()
+    """For ``wait_for_event``: compiled conditions an event must meet."""
     references: References = field(default_factory=References)
     """What the node's expressions read (its ``when``, ``foreach`` and config)."""
     code_references: References | None = None
     """For node types running user code: the nodes the code reads (all ended nodes if None)."""
+
+    @property
+    def spends(self) -> bool:
+        """Whether the node calls models (and so counts against budgets)."""
+        return self.type.startswith("ai.")
 
     @property
     def in_workflow(self) -> bool:
@@ -136,6 +162,8 @@ class Plan:
     on_failure: tuple[str, ...] = ()
     awaited_events: frozenset[str] | None = frozenset()
     """Event names ``wait_for_event`` nodes wait for (None: some name is an expression)."""
+    budget: BudgetPlan | None = None
+    notifications: tuple[NotificationPlan, ...] = ()
     format: int = PLAN_FORMAT
     digest: str = ""
     """sha256 of the plan's JSON: the same plan, the same digest."""
@@ -174,6 +202,13 @@ def compile_plan(definition: Definition) -> dict[str, Any]:
     task_queue = defaults.task_queue or definition.task_queue
     if task_queue:
         plan["task_queue"] = task_queue
+    if definition.budget is not None:
+        plan["budget"] = definition.budget.model_dump(exclude_none=True)
+    if definition.notifications:
+        plan["notifications"] = [
+            {"on": list(n.on), "type": _notify_type(n.type), "config": n.config}
+            for n in definition.notifications
+        ]
     default_on_error = _on_error_json(definition.default_on_error())
     plan["nodes"] = [
         _node_json(definition, node, node.id in handlers, default_retry, default_on_error)
@@ -224,7 +259,13 @@ def _node_json(
         out["compensate"] = node.compensate
     if node.cache is not None:
         out["cache_ttl"] = node.cache.ttl
+    if node.budget is not None:
+        out["budget"] = node.budget.model_dump(exclude_none=True)
     return out
+
+
+def _notify_type(name: str) -> str:
+    return name if name.startswith("notify.") else f"notify.{name}"
 
 
 def _retry_json(spec: RetrySpec) -> dict[str, Any]:
@@ -317,6 +358,14 @@ def _load(data: Mapping[str, Any]) -> Plan:
     variables = data.get("vars") or {}
     if not isinstance(variables, dict):
         raise PlanError("vars must be an object")
+    notifications = tuple(
+        NotificationPlan(
+            on=tuple(str(e) for e in n.get("on") or ()),
+            type=str(n["type"]),
+            config=dict(n.get("config") or {}),
+        )
+        for n in data.get("notifications") or ()
+    )
     return Plan(
         name=str(data.get("name") or ""),
         version=str(data.get("version") or ""),
@@ -328,8 +377,22 @@ def _load(data: Mapping[str, Any]) -> Plan:
         outputs_references=references_of(outputs),
         on_failure=tuple(str(n) for n in data.get("on_failure") or []),
         awaited_events=frozenset(events) if events is not None else None,
+        budget=_budget(data.get("budget")),
+        notifications=notifications,
         digest=plan_digest(data),
         raw_nodes=sources,
+    )
+
+
+def _budget(raw: Any) -> BudgetPlan | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise PlanError("a budget must be an object")
+    tokens, usd = raw.get("tokens"), raw.get("cost_usd")
+    return BudgetPlan(
+        tokens=int(tokens) if tokens is not None else None,
+        cost_usd=float(usd) if usd is not None else None,
     )
 
 
@@ -385,6 +448,11 @@ def _node(
     if kind in SCOPED_TYPES and isinstance(config.get("code"), str):
         code_refs = python_references(config["code"])
     child = raw.get("child_plan")
+    filters: tuple[Any, ...] = ()
+    if kind == "wait_for_event" and isinstance(config_in.get("filters"), list):
+        filters = tuple(compile_value(f) for f in config_in["filters"])
+        for compiled in filters:
+            refs = refs | references_of(compiled)
     return PlanNode(
         id=node_id,
         type=kind,
@@ -405,6 +473,8 @@ def _node(
         compensate=_opt_str(raw.get("compensate"), "compensate"),
         cache_ttl=float(raw["cache_ttl"]) if raw.get("cache_ttl") is not None else None,
         child_plan=dict(child) if isinstance(child, Mapping) else None,
+        budget=_budget(raw.get("budget")),
+        filters=filters,
         references=refs,
         code_references=code_refs,
     )

@@ -35,6 +35,17 @@ class RunUsage(BaseModel):
     cost_usd: float | None = None
 
 
+class BudgetReport(BaseModel):
+    """A run's spend against its budget."""
+
+    tokens: int | None = None
+    """The budget in tokens (with what operators added), if any."""
+    cost_usd: float | None = None
+    """The budget in US dollars (with what operators added), if any."""
+    spent_tokens: int = 0
+    spent_usd: float = 0.0
+
+
 class RunReport(BaseModel):
     """The result of a run."""
 
@@ -46,6 +57,9 @@ class RunReport(BaseModel):
     error: str | None = None
     usage: RunUsage = Field(default_factory=RunUsage)
     nodes: dict[str, NodeReport] = Field(default_factory=dict)
+    reused: list[str] = Field(default_factory=list)
+    """Nodes that kept the output of the run this one redrove, without running again."""
+    budget: BudgetReport | None = None
 
 
 class Transition(BaseModel):
@@ -71,3 +85,29 @@ class RunState(BaseModel):
     paused: bool = False
     history: list[Transition] = Field(default_factory=list)
     error: str | None = None
+    waiting_events: dict[str, AwaitedEvent] = Field(default_factory=dict)
+    """Node → the event (and correlation) it waits for."""
+    approvals: dict[str, PendingApproval] = Field(default_factory=dict)
+    """Node → what a person is asked (approvals and reviews waiting for an answer)."""
+    attention: dict[str, str] = Field(default_factory=dict)
+    """Node that needs attention → why (``error``, or ``budget`` when the budget stopped it)."""
+    budget: BudgetReport | None = None
+
+
+class AwaitedEvent(BaseModel):
+    """What a ``wait_for_event`` node waits for."""
+
+    event: str
+    correlation: str | None = None
+
+
+class PendingApproval(BaseModel):
+    """An approval or review waiting for a person."""
+
+    kind: str = "approval"
+    """``approval``, or ``review`` for a node's answer a person should confirm."""
+    message: str | None = None
+    approvers: list[str] = Field(default_factory=list)
+    proposed: Any = None
+    options: list[Any] | None = None
+    details: dict[str, Any] = Field(default_factory=dict)

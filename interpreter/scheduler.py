@@ -265,6 +265,10 @@ class Scheduler:
 
     # -- operator actions ----------------------------------------------------------------
 
+    def note(self, now: str, status: str, detail: str | None = None) -> None:
+        """Record something that happened to the run (not to a node) in its history."""
+        self._record(now, None, status, detail)
+
     def pause(self, now: str) -> None:
         """Start nothing new until :meth:`resume`."""
         if not self.paused:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from interpreter.control import Event
 
-Purpose = Literal["node", "item", "batch", "fallback", "compensation", "on_failure"]
+Purpose = Literal["node", "item", "batch", "fallback", "compensation", "on_failure", "notification"]
 Kind = Literal["activity", "child", "timer", "event", "approval"]
 
 
@@ -49,6 +49,13 @@ class Work(_Record):
     on_timeout: str = "fail"
     on_reject: str = "fail"
     approvers: list[str] = Field(default_factory=list)
+    message: str | None = None
+    """What an approval asks."""
+    review: dict[str, Any] | None = None
+    """For a node's answer waiting for a person's review: the ``ReviewRequest``."""
+    attempts: int = 0
+    usage: dict[str, Any] | None = None
+    """For a review: what the node's activity took, kept for the outcome."""
     cancelling: bool = False
 
 
@@ -73,6 +80,8 @@ class Foreach(_Record):
     usage: dict[str, Any] | None = None
     failure: str | None = None
     """The first item failure of a fail-fast foreach (its siblings are being cancelled)."""
+    budget_stop: bool = False
+    """An item stopped because the budget ran out: the node waits for an operator."""
     batches_started: int = 0
     child_concurrency: int = 1
     offset: int = 0
@@ -113,6 +122,14 @@ class RunSnapshot(BaseModel):
     status_upserted: bool = False
     started_at: str = ""
     batch_outputs: dict[str, Any] | None = None
+    reused: list[str] = Field(default_factory=list)
+    spent_tokens: int = 0
+    spent_usd: float = 0.0
+    added_tokens: int = 0
+    added_usd: float = 0.0
+    node_spent: dict[str, tuple[int, float]] = Field(default_factory=dict)
+    attention: dict[str, str] = Field(default_factory=dict)
+    notified: int = 0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSnapshot:

@@ -376,6 +376,18 @@ class _Checker:
         self._expressions(
             templated, config_path, definition, node.id, known, handlers, upstream, allowed_extra
         )
+        if node.type == "wait_for_event" and "filters" in node.config:
+            # Filters read the event they test.
+            self._expressions(
+                node.config["filters"],
+                (*config_path, "filters"),
+                definition,
+                node.id,
+                known,
+                handlers,
+                upstream,
+                allowed_extra | {"event"},
+            )
         model = self._config_model(node.type)
         if model is None:
             return
@@ -494,12 +506,14 @@ class _Checker:
     ) -> None:
         refs = expression.references
         at = expression.offset
-        for root in sorted(refs.roots & {"item", "index", "error", "failed_node"} - allowed_extra):
-            why = (
-                "only a foreach node has item and index"
-                if root in ("item", "index")
-                else "only a handler (fallback, compensate, on_failure) sees error"
-            )
+        special = {"item", "index", "error", "failed_node", "event"}
+        for root in sorted(refs.roots & special - allowed_extra):
+            if root in ("item", "index"):
+                why = "only a foreach node has item and index"
+            elif root == "event":
+                why = "only a wait_for_event filter sees the event it tests"
+            else:
+                why = "only a handler (fallback, compensate, on_failure) sees error"
             self.add(path, f"{root!r} is not defined here: {why}", offset=at)
         for name in sorted(refs.nodes):
             if name not in known:

@@ -31,12 +31,14 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from interpreter import observers
     from interpreter.commands import (
         CancelRun,
         CancelWork,
         CompleteRun,
         ContinueAsNew,
         FailRun,
+        Observe,
         RunCommand,
         StartActivity,
         StartChild,
@@ -48,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         ControlAnswer,
         Event,
         FailNode,
+        RaiseBudget,
         RetryNode,
         RunInput,
         SetVars,
@@ -56,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
     from interpreter.core import RunCore, RunIdentity
     from interpreter.events import (
         ApprovalAnswered,
+        BudgetRaised,
         CancelRequested,
         EventArrived,
         FailRequested,
@@ -72,7 +76,7 @@ with workflow.unsafe.imports_passed_through():
         WorkFailed,
     )
     from interpreter.inputs import InputError, resolve_inputs
-    from interpreter.node_io import NodeResult
+    from interpreter.node_io import BUDGET_EXCEEDED, NodeResult
     from interpreter.plan import Plan, PlanError, PlanNode, RetryPlan, plans
     from interpreter.report import RunReport, RunState
     from interpreter.validate import DefinitionError
@@ -83,6 +87,8 @@ DEFINITION_KEY = SearchAttributeKey.for_keyword("TideflowDefinition")
 VERSION_KEY = SearchAttributeKey.for_keyword("TideflowVersion")
 RUN_FAILED = "TideflowRunFailed"
 """Failure type of a failed run; its first detail is the run report."""
+NOTIFICATION_TIMEOUT = timedelta(minutes=1)
+"""Start-to-close timeout of a lifecycle notification (it has no node of its own)."""
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -106,24 +112,18 @@ class TideflowWorkflow:
         try:
             plan = self._load_plan(input)
             inputs = resolve_inputs(plan.inputs, input.inputs)
+            options: dict[str, Any] = {
+                "batch": input.batch,
+                "history_limit": input.history_limit,
+                "reuse": input.reuse,
+                "origin": input.origin,
+                "observe": observers.active(),
+            }
             if input.resume:
-                self._core = RunCore.restore(
-                    plan,
-                    inputs,
-                    identity,
-                    input.resume,
-                    batch=input.batch,
-                    history_limit=input.history_limit,
-                )
+                self._core = RunCore.restore(plan, inputs, identity, input.resume, **options)
             else:
-                self._core = RunCore(
-                    plan,
-                    inputs,
-                    identity,
-                    started_at=_iso(info.start_time),
-                    batch=input.batch,
-                    history_limit=input.history_limit,
-                )
+                started = _iso(info.start_time)
+                self._core = RunCore(plan, inputs, identity, started_at=started, **options)
         except PlanError as e:
             self._problem = f"invalid plan: {e}"
         except DefinitionError as e:
@@ -181,6 +181,8 @@ class TideflowWorkflow:
                 history_limit=input.history_limit,
                 resume=outcome.snapshot,
                 batch=input.batch,
+                reuse=input.reuse,
+                origin=input.origin,
             )
         )
 
@@ -228,14 +230,29 @@ class TideflowWorkflow:
                     running.cancel()
             elif isinstance(command, UpsertStatus):
                 workflow.upsert_search_attributes([STATUS_KEY.value_set(command.status)])
+            elif isinstance(command, Observe) and not workflow.unsafe.is_replaying():
+                observers.emit(command.event, command.data)
         if commands and not self._details_due:
             # Once per workflow task, after its other work, however many nodes changed in it.
             self._details_due = True
             asyncio.get_running_loop().call_soon(self._set_details)
 
     def _start_activity(self, command: StartActivity) -> None:
-        node = self._node(command.node)
         label = command.label
+        if command.node is None:  # a lifecycle notification: default settings
+            handle = workflow.start_activity(
+                command.activity_type,
+                command.input,
+                result_type=NodeResult,
+                activity_id=command.activity_id,
+                summary=f"notification: {command.input.config.get('event', {}).get('event')}",
+                start_to_close_timeout=NOTIFICATION_TIMEOUT,
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+            self._running[label] = handle
+            handle.add_done_callback(partial(self._activity_done, label, None))
+            return
+        node = self._node(command.node)
         handle = workflow.start_activity(
             node.type,
             command.input,
@@ -252,23 +269,28 @@ class TideflowWorkflow:
         self._running[label] = handle
         handle.add_done_callback(partial(self._activity_done, label, node))
 
-    def _activity_done(self, label: str, node: PlanNode, handle: asyncio.Task[NodeResult]) -> None:
+    def _activity_done(
+        self, label: str, node: PlanNode | None, handle: asyncio.Task[NodeResult]
+    ) -> None:
         self._running.pop(label, None)
         event: RunEvent
         try:
             result = handle.result()
         except ActivityError as e:
-            if isinstance(e.cause, CancelledError):
+            cause = e.cause
+            if isinstance(cause, CancelledError):
                 event = WorkCancelled(label)
             else:
-                event = WorkFailed(
-                    label, _activity_message(label, node, e), _attempts(e, node.retry)
-                )
+                retry = node.retry if node is not None else RetryPlan(max_attempts=3)
+                budget = isinstance(cause, ApplicationError) and cause.type == BUDGET_EXCEEDED
+                message = _activity_message(label, node, e)
+                event = WorkFailed(label, message, _attempts(e, retry), budget=budget)
         except asyncio.CancelledError:
             event = WorkCancelled(label)
         else:
             usage = result.usage.model_dump() if result.usage else None
-            event = WorkCompleted(label, result.output, result.attempt, usage)
+            review = result.review.model_dump(mode="json") if result.review else None
+            event = WorkCompleted(label, result.output, result.attempt, usage, review)
         self._inbox.append(event)
 
     async def _run_child(self, command: StartChild) -> None:
@@ -373,6 +395,23 @@ class TideflowWorkflow:
     def _validate_approve(self, request: Approve) -> None:
         _reject_if(self._ready_core().approve_problem(request))
 
+    @workflow.update
+    def raise_budget(self, request: RaiseBudget) -> ControlAnswer:
+        """Let the run spend more; nodes the budget stopped run again."""
+        self._feed(BudgetRaised(request))
+        budget = self._ready_core().report().budget
+        spent = f"{budget.spent_tokens} tokens, ${budget.spent_usd:g} spent" if budget else ""
+        return ControlAnswer(message=f"budget raised; {spent}".rstrip("; "))
+
+    @raise_budget.validator
+    def _validate_raise_budget(self, request: RaiseBudget) -> None:
+        core = self._ready_core()
+        if request.add_tokens <= 0 and request.add_usd <= 0:
+            _reject("give tokens or dollars to add")
+        if core.plan.budget is None and not any(n.budget for n in core.plan.nodes.values()):
+            _reject("this run has no budget")
+        _reject_if(core._ending())
+
     @workflow.query
     def state(self) -> RunState:
         """The run's live state: status, per-node status and attempts, vars, history."""
@@ -432,18 +471,19 @@ def _retry_policy(spec: RetryPlan) -> RetryPolicy:
     )
 
 
-def _activity_message(label: str, node: PlanNode, error: ActivityError) -> str:
+def _activity_message(label: str, node: PlanNode | None, error: ActivityError) -> str:
+    kind = node.type if node is not None else "notification"
     cause = error.cause
     if isinstance(cause, ApplicationError):
         return cause.message
     if isinstance(cause, TimeoutError):
-        kind = cause.type.name.lower().replace("_", "-") if cause.type else "timeout"
-        return f"node {label!r} ({node.type}): timed out ({kind})"
+        what = cause.type.name.lower().replace("_", "-") if cause.type else "timeout"
+        return f"node {label!r} ({kind}): timed out ({what})"
     if isinstance(cause, CancelledError):
-        return f"node {label!r} ({node.type}): cancelled"
+        return f"node {label!r} ({kind}): cancelled"
     if isinstance(cause, FailureError):
-        return f"node {label!r} ({node.type}): {cause.message}"
-    return f"node {label!r} ({node.type}): {error}"
+        return f"node {label!r} ({kind}): {cause.message}"
+    return f"node {label!r} ({kind}): {error}"
 
 
 def _attempts(error: ActivityError, retry: RetryPlan) -> int:

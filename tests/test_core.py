@@ -652,3 +652,179 @@ def test_restore_of_a_snapshot_is_the_same_core() -> None:
     assert restored.snapshot() == snapshot
     assert restored.state() == d.core.state()
     assert restored.report() == d.core.report()
+
+
+# ----------------------------------------------------------------------------------------------
+# Redrive, approvers, reviews, budgets, notifications, filters, observers
+
+
+def test_reused_nodes_keep_their_output_and_do_not_run() -> None:
+    from interpreter.control import ReusedNode
+
+    data = plan(
+        act("a", compensate="undo"), act("b", "a"), act("c", "b"), act("undo", handler=True)
+    )
+    core = RunCore(
+        load_plan(data),
+        {},
+        IDENTITY,
+        started_at=NOW,
+        reuse={"a": ReusedNode(output=1), "b": ReusedNode(output=2, attempts=3)},
+    )
+    d = Driver(core)
+    assert list(d.activities) == ["c"]
+    d.fail("c", "still broken")
+    assert list(d.activities) == ["undo"]  # a reused node did its work: it is compensated
+    d.complete("undo")
+    report = d.report
+    assert report.reused == ["a", "b"]
+    assert (report.nodes["b"].output, report.nodes["b"].attempts) == (2, 3)
+
+
+def test_approvers_are_enforced_by_name_or_role() -> None:
+    d = Driver(
+        core_of(plan({"id": "ok", "type": "approval", "config": {"approvers": ["ana", "finance"]}}))
+    )
+    assert "only ana, finance may answer" in (d.core.approve_problem(Approve(node="ok")) or "")
+    assert "mallory may not answer 'ok'" in (
+        d.core.approve_problem(Approve(node="ok", by="mallory")) or ""
+    )
+    assert d.core.approve_problem(Approve(node="ok", by="ana")) is None
+    assert d.core.approve_problem(Approve(node="ok", by="bo", roles=["finance"])) is None
+    assert d.core.state().approvals["ok"].approvers == ["ana", "finance"]
+
+
+def test_a_doubtful_answer_waits_for_a_review_and_the_reviewer_label_wins() -> None:
+    d = Driver(
+        core_of(
+            plan(
+                act("classify"),
+                act("after", "classify", config={"l": "${{ nodes.classify.output.label }}"}),
+            )
+        )
+    )
+    d.take(
+        d.core.feed(
+            WorkCompleted(
+                "classify",
+                {"label": "invoice", "confidence": 0.41},
+                1,
+                {"total_tokens": 10},
+                {
+                    "message": "is this an invoice?",
+                    "options": ["invoice", "article"],
+                    "field": "label",
+                },
+            ),
+            NOW,
+        )
+    )
+    del d.activities["classify"]
+    state = d.core.state()
+    assert state.status == "waiting" and state.approvals["classify"].kind == "review"
+    assert state.approvals["classify"].proposed == {"label": "invoice", "confidence": 0.41}
+    assert d.core.approve_problem(Approve(node="classify", output="memo")) is not None
+    d.feed(ApprovalAnswered(Approve(node="classify", output="article", by="ana")))
+    assert d.activities["after"].input.config == {"l": "article"}
+    d.complete("after")
+    output = d.report.nodes["classify"].output
+    assert output["label"] == "article" and output["review"]["changed"] is True
+
+
+def test_a_spent_budget_stops_ai_nodes_until_an_operator_raises_it() -> None:
+    from interpreter.control import RaiseBudget
+    from interpreter.events import BudgetRaised
+
+    ai = {"type": "ai.extract"}
+    d = Driver(
+        core_of(
+            plan(
+                {"id": "one", **ai},
+                {"id": "two", **ai, "depends_on": ["one"]},
+                budget={"cost_usd": 0.01},
+            )
+        )
+    )
+    assert d.activities["one"].input.budget is not None
+    assert d.activities["one"].input.budget.cost_usd == 0.01
+    d.take(d.core.feed(WorkCompleted("one", {}, 1, {"total_tokens": 500, "cost_usd": 0.012}), NOW))
+    del d.activities["one"]
+    assert not d.activities
+    state = d.core.state()
+    assert state.status == "needs_attention" and state.attention == {"two": "budget"}
+    assert state.budget is not None and state.budget.spent_usd == 0.012
+    d.feed(BudgetRaised(RaiseBudget(add_usd=0.05, by="ops")))
+    assert d.activities["two"].input.budget.cost_usd == 0.048
+    d.complete("two")
+    assert d.report.status == "completed"
+    assert d.report.budget is not None and d.report.budget.cost_usd == 0.06
+
+
+def test_a_call_the_activity_refuses_for_its_budget_needs_attention() -> None:
+    d = Driver(core_of(plan({"id": "big", "type": "ai.summarize", "budget": {"tokens": 100}})))
+    d.activities.pop("big")
+    d.feed(WorkFailed("big", "this call needs ~4000 tokens, 100 are left", 1, budget=True))
+    assert d.core.state().attention == {"big": "budget"}
+
+
+def test_lifecycle_notifications_are_sent_before_the_run_ends() -> None:
+    notifications = [
+        {"on": ["started", "completed"], "type": "notify.webhook", "config": {"url": "http://x"}},
+        {"on": ["failed"], "type": "notify.slack", "config": {}},
+    ]
+    d = Driver(core_of(plan(act("a"), notifications=notifications)))
+    started = d.activities["notify#1"]
+    assert started.activity_type == "notify.lifecycle" and started.node is None
+    assert started.input.config["event"]["event"] == "started"
+    d.complete("notify#1")
+    d.complete("a")
+    assert d.outcome is None  # the completed notification goes first
+    assert d.activities["notify#2"].input.config["event"]["event"] == "completed"
+    d.fail("notify#2", "hook down")  # a failed notification does not fail the run
+    assert isinstance(d.outcome, CompleteRun)
+    assert any(t.status == "notification failed" for t in d.core.scheduler.history)
+
+
+def test_event_filters_pick_the_events_a_node_waits_for() -> None:
+    d = Driver(
+        core_of(
+            plan(
+                {
+                    "id": "big_payment",
+                    "type": "wait_for_event",
+                    "config": {"event": "paid", "filters": ["${{ event.payload.eur > 100.0 }}"]},
+                }
+            )
+        )
+    )
+    d.feed(EventArrived(Event(name="paid", payload={"eur": 5.0})))
+    assert not d.core.ended
+    d.feed(EventArrived(Event(name="paid", payload={"eur": 500.0})))
+    assert d.report.nodes["big_payment"].output["payload"] == {"eur": 500.0}
+    assert [e.payload for e in d.core.events] == [{"eur": 5.0}]
+
+
+def test_observers_hear_the_run_and_every_node_start_and_end() -> None:
+    from interpreter.commands import Observe
+
+    core = RunCore(
+        load_plan(plan(act("a"), act("b", "a"))),
+        {},
+        IDENTITY,
+        started_at=NOW,
+        observe=True,
+        origin="api",
+    )
+    d = Driver(core)
+    assert d.activities["a"].input.origin == "api"
+    d.complete("a")
+    d.complete("b")
+    seen = [(c.event, c.data.get("node")) for c in d.commands if isinstance(c, Observe)]
+    assert seen == [
+        ("run_started", None),
+        ("node_started", "a"),
+        ("node_ended", "a"),
+        ("node_started", "b"),
+        ("node_ended", "b"),
+        ("run_ended", None),
+    ]

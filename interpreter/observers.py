@@ -1,0 +1,41 @@
+"""Where a worker listens to the runs it executes: run started, node started, node ended, run
+ended (extension hooks, seed 003's ``custom_logger``).
+
+The workflow hands each event to :func:`emit` when it happens for the first time — never while
+replaying history — and nothing it does depends on the answer, so listening cannot change a
+run's course or its determinism. A sink must be quick and must not block: the worker's sink
+queues the event and calls the hooks elsewhere, with timeouts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+Sink = Callable[[str, dict[str, Any]], None]
+
+_sinks: list[Sink] = []
+
+
+def add_sink(sink: Sink) -> None:
+    """Start handing events to ``sink``."""
+    _sinks.append(sink)
+
+
+def remove_sink(sink: Sink) -> None:
+    """Stop handing events to ``sink``."""
+    if sink in _sinks:
+        _sinks.remove(sink)
+
+
+def active() -> bool:
+    """Whether anybody listens (runs only describe what they do when somebody does)."""
+    return bool(_sinks)
+
+
+def emit(event: str, data: dict[str, Any]) -> None:
+    """Hand an event to every sink; a sink that raises is left out of this event only."""
+    for sink in list(_sinks):
+        with contextlib.suppress(Exception):
+            sink(event, data)
