@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 
 class DefinitionRef(BaseModel):
@@ -60,6 +60,15 @@ class RunReport(BaseModel):
     reused: list[str] = Field(default_factory=list)
     """Nodes that kept the output of the run this one redrove, without running again."""
     budget: BudgetReport | None = None
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # The report is the run's result, kept in its history: what is empty stays out.
+        data: dict[str, Any] = handler(self)
+        for key in ("reused", "budget"):
+            if not data.get(key):
+                data.pop(key, None)
+        return data
 
 
 class Transition(BaseModel):

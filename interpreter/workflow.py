@@ -76,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
         WorkFailed,
     )
     from interpreter.inputs import InputError, resolve_inputs
+    from interpreter.legacy import LegacyRun
     from interpreter.node_io import BUDGET_EXCEEDED, NodeResult
     from interpreter.plan import Plan, PlanError, PlanNode, RetryPlan, plans
     from interpreter.report import RunReport, RunState
@@ -87,6 +88,9 @@ DEFINITION_KEY = SearchAttributeKey.for_keyword("TideflowDefinition")
 VERSION_KEY = SearchAttributeKey.for_keyword("TideflowVersion")
 RUN_FAILED = "TideflowRunFailed"
 """Failure type of a failed run; its first detail is the run report."""
+CORE_V2 = "tideflow-core-v2"
+"""Patch id telling new runs of format-1 inputs (which run on the core) from runs that
+format-1 code started (which replay and continue on :class:`~interpreter.legacy.LegacyRun`)."""
 NOTIFICATION_TIMEOUT = timedelta(minutes=1)
 """Start-to-close timeout of a lifecycle notification (it has no node of its own)."""
 
@@ -97,6 +101,9 @@ class TideflowWorkflow:
 
     @workflow.init
     def __init__(self, input: RunInput) -> None:
+        self._input = input
+        self._legacy: LegacyRun | None = None
+        self._decided = input.plan is not None or input.definition is None
         self._problem = "the run input holds no plan"
         self._problem_type = "InvalidDefinition"
         self._core: RunCore | None = None
@@ -107,6 +114,22 @@ class TideflowWorkflow:
         self._details_due = False
         self._long = False
         self._now_cache: tuple[datetime | None, str] = (None, "")
+        if self._decided:
+            self._init_core(input)
+
+    def _decide(self) -> None:
+        """For a format-1 input (a source definition): a run that format-1 code started — its
+        history has no marker — continues as that code would have; a new one runs on the
+        core (and records the marker)."""
+        if self._decided:
+            return
+        self._decided = True
+        if workflow.patched(CORE_V2):
+            self._init_core(self._input)
+        else:
+            self._legacy = LegacyRun(self._input)
+
+    def _init_core(self, input: RunInput) -> None:
         info = workflow.info()
         identity = RunIdentity(info.workflow_id, info.run_id, info.task_queue)
         try:
@@ -146,6 +169,9 @@ class TideflowWorkflow:
     @workflow.run
     async def run(self, input: RunInput) -> RunReport:
         """Run the plan to its end; a failed run raises with the report as failure detail."""
+        self._decide()
+        if self._legacy is not None:
+            return await self._legacy.run(input)
         core = self._core
         if core is None:
             raise ApplicationError(self._problem, type=self._problem_type, non_retryable=True)
@@ -163,11 +189,12 @@ class TideflowWorkflow:
             except asyncio.CancelledError:
                 self._feed(CancelRequested())
                 continue
-            while self._inbox and not core.ended:
-                self._feed(self._inbox.popleft())
             if self._turned_long():
+                # First, so that what the events below make ready waits for the next run.
                 self._long = True
                 self._feed(HistoryLong())
+            while self._inbox and not core.ended:
+                self._feed(self._inbox.popleft())
             if core.may_continue_as_new and not self._inbox and workflow.all_handlers_finished():
                 # Every signal received so far has been fed: nothing is left behind.
                 self._continue_as_new(core.continue_as_new(), input)
@@ -324,22 +351,30 @@ class TideflowWorkflow:
     @workflow.signal
     def pause(self) -> None:
         """Start nothing new until resumed; running nodes finish, timers keep counting."""
+        if self._old():
+            return self._old_run().pause()
         self._inbox.append(PauseRequested())
 
     @workflow.signal
     def resume(self) -> None:
         """Start the nodes that became ready while paused."""
+        if self._old():
+            return self._old_run().resume()
         self._inbox.append(ResumeRequested())
 
     @workflow.signal
     def event(self, event: Event) -> None:
         """Deliver an event to a waiting (or later) ``wait_for_event`` node; events no node of
         this run waits for are dropped, so broadcasting an event costs runs nothing."""
+        if self._old():
+            return self._old_run().event(event)
         self._inbox.append(EventArrived(event))
 
     @workflow.update
     def skip_node(self, request: SkipNode) -> ControlAnswer:
         """Skip a pending or failed node; downstream nodes see ``output`` if given."""
+        if self._old():
+            return self._old_run().skip_node(request)
         core = self._ready_core()
         self._feed(SkipRequested(request.node, request.output))
         status = core.scheduler.status(request.node).value
@@ -348,17 +383,23 @@ class TideflowWorkflow:
 
     @skip_node.validator
     def _validate_skip(self, request: SkipNode) -> None:
+        if self._old():
+            return self._old_run()._validate_skip(request)
         _reject_if(self._ready_core().skip_problem(request.node))
 
     @workflow.update
     def retry_node(self, request: RetryNode) -> ControlAnswer:
         """Run a node that needs attention again; the graph resumes from it."""
+        if self._old():
+            return self._old_run().retry_node(request)
         core = self._ready_core()
         self._feed(RetryRequested(request.node))
         return ControlAnswer(node=request.node, status=core.scheduler.status(request.node).value)
 
     @retry_node.validator
     def _validate_retry(self, request: RetryNode) -> None:
+        if self._old():
+            return self._old_run()._validate_retry(request)
         _reject_if(self._ready_core().retry_problem(request.node))
 
     @workflow.update
@@ -371,21 +412,29 @@ class TideflowWorkflow:
 
     @fail_node.validator
     def _validate_fail(self, request: FailNode) -> None:
+        if self._old():
+            _reject("runs started before the upgrade cannot fail a node: cancel the run")
         _reject_if(self._ready_core().fail_problem(request.node))
 
     @workflow.update
     def set_vars(self, request: SetVars) -> ControlAnswer:
         """Change vars; later ``when`` conditions and configs see the new values."""
+        if self._old():
+            return self._old_run().set_vars(request)
         self._feed(VarsSet(request.values))
         return ControlAnswer(message=f"set {', '.join(sorted(request.values))}")
 
     @set_vars.validator
     def _validate_set_vars(self, request: SetVars) -> None:
+        if self._old():
+            return self._old_run()._validate_set_vars(request)
         _reject_if(self._ready_core().vars_problem(request.values))
 
     @workflow.update
     def approve(self, request: Approve) -> ControlAnswer:
         """Approve or reject a waiting approval node."""
+        if self._old():
+            return self._old_run().approve(request)
         self._feed(ApprovalAnswered(request))
         return ControlAnswer(
             node=request.node, message="approved" if request.approved else "rejected"
@@ -393,6 +442,8 @@ class TideflowWorkflow:
 
     @approve.validator
     def _validate_approve(self, request: Approve) -> None:
+        if self._old():
+            return self._old_run()._validate_approve(request)
         _reject_if(self._ready_core().approve_problem(request))
 
     @workflow.update
@@ -405,6 +456,8 @@ class TideflowWorkflow:
 
     @raise_budget.validator
     def _validate_raise_budget(self, request: RaiseBudget) -> None:
+        if self._old():
+            _reject("runs started before the upgrade have no budget")
         core = self._ready_core()
         if request.add_tokens <= 0 and request.add_usd <= 0:
             _reject("give tokens or dollars to add")
@@ -415,12 +468,25 @@ class TideflowWorkflow:
     @workflow.query
     def state(self) -> RunState:
         """The run's live state: status, per-node status and attempts, vars, history."""
+        if self._legacy is not None:
+            return self._legacy.state()
         return self._ready_core().state()
 
     @workflow.query
     def report(self) -> RunReport:
         """The run report so far (final once the run has ended)."""
+        if self._legacy is not None:
+            return self._legacy.report()
         return self._ready_core().report()
+
+    def _old(self) -> bool:
+        """Whether this is a run format-1 code started (deciding it on first use)."""
+        self._decide()
+        return self._legacy is not None
+
+    def _old_run(self) -> LegacyRun:
+        assert self._legacy is not None
+        return self._legacy
 
     def _ready_core(self) -> RunCore:
         if self._core is None:
