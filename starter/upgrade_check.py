@@ -62,7 +62,7 @@ async def check_upgrade(
     replayer = replayer or default_replayer()
     result = UpgradeCheck()
     base = f'WorkflowType = "{WORKFLOW_NAME}"'
-    queries = [(f'{base} AND ExecutionStatus = "Running"', None)]
+    queries: list[tuple[str, int | None]] = [(f'{base} AND ExecutionStatus = "Running"', None)]
     if closed > 0:
         queries.append((f'{base} AND ExecutionStatus != "Running"', closed))
     for query, limit in queries:
