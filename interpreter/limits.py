@@ -18,6 +18,9 @@ MAX_DOCUMENT_BYTES: Final = 16 * 1024 * 1024
 MAX_NESTING: Final = 64
 """Lists and mappings inside one another, counted from the top of the document."""
 
+MAX_VALUES: Final = 2_000_000
+"""Values and keys of one document (a 100,000-node definition holds about 1.3 million)."""
+
 MAX_ALIAS_VALUES: Final = 100_000
 """Values that YAML aliases (``*name``) may add to a document, in all."""
 
@@ -32,3 +35,6 @@ MAX_EXPRESSION_TERMS: Final = 500
 
 MAX_EXPRESSION_DEPTH: Final = 32
 """Brackets and parentheses inside one another in one expression."""
+
+MAX_PROBLEMS: Final = 1_000
+"""Problems reported for one definition; past them the loader stops, and the rest are counted."""

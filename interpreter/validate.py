@@ -29,8 +29,8 @@ from interpreter.expressions import (
     iter_expressions,
 )
 from interpreter.inputs import input_type_error
-from interpreter.limits import MAX_NODES
-from interpreter.loader import EMPTY, Document, PathKey, Problem
+from interpreter.limits import MAX_NODES, MAX_PROBLEMS
+from interpreter.loader import EMPTY, Document, PathKey, Problem, cyclic_gc_paused
 from interpreter.model import (
     TRIGGER_NODE_TYPES,
     Definition,
@@ -636,10 +636,21 @@ def check(
     """Validate a parsed document: the definition (None if broken) and every problem found."""
     checker = _Checker(document, catalog)
     checker.problems.extend(document.problems)
-    definition = checker.run() if not document.problems else None
-    if definition is not None and not checker.problems:
-        definition = normalize(definition, catalog)
-    return definition, sorted(set(checker.problems))
+    with cyclic_gc_paused():
+        definition = checker.run() if not document.problems else None
+        if definition is not None and not checker.problems:
+            definition = normalize(definition, catalog)
+    return definition, _at_most(sorted(set(checker.problems)))
+
+
+def _at_most(problems: list[Problem]) -> list[Problem]:
+    """The first ``MAX_PROBLEMS`` problems, and one more saying how many were left out."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    after = problems[MAX_PROBLEMS]
+    left = len(problems) - MAX_PROBLEMS
+    more = f"… and {left:,} more (the first {MAX_PROBLEMS:,} problems are shown)"
+    return [*problems[:MAX_PROBLEMS], Problem(after.file, after.line, after.column, more)]
 
 
 def normalize(definition: Definition, catalog: NodeCatalog | None = None) -> Definition:
