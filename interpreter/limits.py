@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Final
 
-MAX_DOCUMENT_BYTES: Final = 16 * 1024 * 1024
+MAX_DOCUMENT_BYTES: Final = 32 * 1024 * 1024
 """Size of one definition file (UTF-8 bytes), or of the JSON of a definition sent by a client."""
 
 MAX_NESTING: Final = 64
@@ -26,6 +26,10 @@ MAX_ALIAS_VALUES: Final = 100_000
 
 MAX_NODES: Final = 100_000
 """Nodes of one definition (``tasks``, ``steps`` or ``nodes``)."""
+
+MAX_EXPRESSIONS: Final = 500_000
+"""``${{ … }}`` expressions in one definition (a 100,000-node chain reading two nodes each
+holds 200,000)."""
 
 MAX_EXPRESSION_CHARS: Final = 4_096
 """Characters of one ``${{ … }}`` expression."""

@@ -16,6 +16,7 @@ import types
 import typing
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
@@ -29,7 +30,7 @@ from interpreter.expressions import (
     iter_expressions,
 )
 from interpreter.inputs import input_type_error
-from interpreter.limits import MAX_NODES, MAX_PROBLEMS
+from interpreter.limits import MAX_EXPRESSIONS, MAX_NODES, MAX_PROBLEMS
 from interpreter.loader import EMPTY, Document, PathKey, Problem, cyclic_gc_paused
 from interpreter.model import (
     TRIGGER_NODE_TYPES,
@@ -93,6 +94,7 @@ class _Checker:
     problems: list[Problem] = field(default_factory=list)
     too_many: bool = False
     costly_suggestions: int = 0
+    expressions_left: int = MAX_EXPRESSIONS
 
     def add(self, path: PathKey, message: str, *, key: bool = False, offset: int = 0) -> None:
         self.problems.append(self.document.problem(path, message, key=key, offset=offset))
@@ -497,6 +499,16 @@ class _Checker:
         allowed_extra: set[str],
     ) -> None:
         for sub_path, text in _strings(value, path):
+            if self.expressions_left <= 0:
+                return
+            self.expressions_left -= text.count("${{")
+            if self.expressions_left < 0:
+                self.add(
+                    sub_path,
+                    f"too many expressions: more than {MAX_EXPRESSIONS:,} in one definition "
+                    "(the rest are not checked)",
+                )
+                return
             try:
                 compiled = compile_string(text)
             except ExpressionError as e:
@@ -919,17 +931,26 @@ def _default_expression(model: type[BaseModel], name: str) -> str | None:
 def _missing_defaults(model: type[BaseModel], config: dict[str, Any]) -> list[str]:
     """Config fields left out that default to an expression (unless a field named in
     ``default_unless`` was given instead)."""
+    return [
+        name for name, given in _defaulted_fields(model) if not any(key in config for key in given)
+    ]
+
+
+@lru_cache(maxsize=256)
+def _defaulted_fields(model: type[BaseModel]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The fields of a config model that default to an expression, each with the keys that
+    count as giving it (its name, its aliases, its ``default_unless``): worked out once per
+    model, not once per node."""
     out = []
     for name, info in model.model_fields.items():
         if _default_expression(model, name) is None:
             continue
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         unless = extra.get("default_unless") or []
-        aliases = list(getattr(info.validation_alias, "choices", []) or [])
-        given = [name, *aliases, *(unless if isinstance(unless, list) else [])]
-        if not any(key in config for key in given):
-            out.append(name)
-    return out
+        aliases = [str(c) for c in getattr(info.validation_alias, "choices", []) or []]
+        others = [str(u) for u in unless] if isinstance(unless, list) else []
+        out.append((name, (name, *aliases, *others)))
+    return tuple(out)
 
 
 def _fill_default(model: type[BaseModel], name: str, deps: Sequence[str]) -> str | None:

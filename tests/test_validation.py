@@ -931,3 +931,16 @@ def test_merges_and_aliases_load_as_copies() -> None:
     assert definition.vars["shared"] == {"value": 1}
     assert a.config is not definition.vars["shared"]
     assert b.config == {"value": 2}  # keys written win over merged ones
+
+
+def test_expressions_are_counted_before_they_are_compiled() -> None:
+    from interpreter.limits import MAX_EXPRESSIONS
+
+    many = "${{ 1 }}" * (MAX_EXPRESSIONS + 1)
+    found = problems(
+        f'name: x\ntasks:\n  - id: a\n    type: test.echo\n    config: {{value: "{many}"}}\n'
+    )
+    assert found == [
+        f"wf.yaml:5:21: too many expressions: more than {MAX_EXPRESSIONS:,} in one definition "
+        "(the rest are not checked)"
+    ]

@@ -136,7 +136,8 @@ def test_4_documents_are_bounded_in_size(
     big.write_text("name: x\n" + padding)
     assert cli.main(["validate", str(big)]) == 2
     assert capsys.readouterr().out == (
-        f"{big}:1:1: the definition is too large: 16.0 MiB (at most 16 MiB)\n"
+        f"{big}:1:1: the definition is too large: {big.stat().st_size / 2**20:.1f} MiB "
+        f"(at most {MAX_DOCUMENT_BYTES // 2**20} MiB)\n"
     )
     with pytest.raises(DefinitionError, match="the definition is too large"):
         load_data({"name": "x", "description": padding, "tasks": []}, "<request>", catalog)
