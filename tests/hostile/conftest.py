@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 
 settings.register_profile(
     "hostile",
-    max_examples=60,
+    max_examples=200,
     deadline=timedelta(seconds=2),
     derandomize=True,
     database=None,
