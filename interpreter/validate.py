@@ -732,6 +732,17 @@ def _errors(model: Any, error: ValidationError) -> list[_Error]:
             continue
         if err["type"] == "literal_error":
             out.append(_literal_error(loc, [(member, err)], err.get("input")))
+        elif err["type"] == "union_tag_invalid" and "ctx" in err:
+            # A tagged union's tag (a trigger's type) is a closed set too.
+            key = str(err["ctx"].get("discriminator", "")).strip("'")
+            tags = re.findall(r"'([^']*)'", str(err["ctx"].get("expected_tags", "")))
+            tag = err["ctx"].get("tag")
+            hint = _suggest(tag, tags) if isinstance(tag, str) else ""
+            message = f"must be one of {', '.join(tags)}{hint}"
+            out.append(_Error((*loc, key) if key else loc, "literal_error", message, " "))
+        elif err["type"] == "union_tag_not_found" and "ctx" in err:
+            key = str(err["ctx"].get("discriminator", "")).strip("'")  # the tag is missing
+            out.append(_Error((*loc, key), "missing", err["msg"]))
         else:
             message = err["msg"].removeprefix("Value error, ")
             out.append(_Error(loc, err["type"], message))
@@ -766,7 +777,7 @@ def _literal_error(
 
 def _walk(model: Any, loc: Iterable[Any]) -> tuple[tuple[str | int, ...], Any, bool]:
     """A pydantic error location as a path into the data, the annotation found at its end, and
-    whether the error is about one member of a union at that place.
+    whether the error is about one alternative of a union at that place.
 
     pydantic puts a label in front of each member of a union it tried (``str``, ``Fallback``,
     ``literal['fail','continue']``, a discriminator's tag such as ``event``). Walking the
@@ -779,7 +790,9 @@ def _walk(model: Any, loc: Iterable[Any]) -> tuple[tuple[str | int, ...], Any, b
         members = _union_members(current) if current is not None else None
         if members is not None:
             current = _member(members, part)
-            in_union = True
+            # A discriminator picks one member: its errors are that member's own, not one
+            # per alternative.
+            in_union = members[1] is None
             continue
         if current is None and isinstance(part, str) and _LABEL.match(part):
             continue  # inside something this walk cannot follow: drop what reads as a label

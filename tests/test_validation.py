@@ -944,3 +944,28 @@ def test_expressions_are_counted_before_they_are_compiled() -> None:
         f"wf.yaml:5:21: too many expressions: more than {MAX_EXPRESSIONS:,} in one definition "
         "(the rest are not checked)"
     ]
+
+
+def test_closed_sets_name_their_choices_and_suggest_one() -> None:
+    assert problems("""
+        name: x
+        inputs:
+          doc: strng
+        triggers:
+          - {type: evnt, name: go}
+          - {name: go}
+        tasks:
+          - id: a
+            type: test.echo
+            retry: {backoff: fixd}
+            when: [1]
+        """) == [
+        "wf.yaml:3:8: inputs.doc.type must be one of string, number, integer, boolean, object, "
+        "array, any (did you mean 'string'?)",
+        "wf.yaml:5:12: triggers[0].type must be one of manual, api, schedule, document_upload, "
+        "event (did you mean 'event'?)",
+        "wf.yaml:6:5: triggers[1].type is required",
+        "wf.yaml:10:22: retry.backoff must be one of exponential, fixed, constant "
+        "(did you mean 'fixed'?)",
+        "wf.yaml:11:11: when: Input should be a valid string or a valid boolean",
+    ]
