@@ -277,25 +277,31 @@ def _refused_data(data: Any) -> str | None:
     """Why already-parsed data is refused (too large or too deep), or None. One pass, no
     recursion: the data may come from any client."""
     size = count = 0
-    stack: list[tuple[Any, int, PathKey]] = [(data, 0, ())]
+    stack: list[tuple[Any, int, PathKey]] = [(data, 1, ())]
     while stack:
-        value, depth, path = stack.pop()
+        container, depth, path = stack.pop()
+        if not isinstance(container, dict | list | tuple):
+            size += len(container) + 2 if isinstance(container, str) else 8
+            count += 1
+            continue
+        if depth > MAX_NESTING:
+            return (
+                f"lists and mappings nested deeper than {MAX_NESTING} levels "
+                f"(at {_path_text(path)})"
+            )
+        pairs = container.items() if isinstance(container, dict) else enumerate(container)
+        keyed = isinstance(container, dict)
+        for key, item in pairs:
+            count += 1
+            if isinstance(item, dict | list | tuple):
+                stack.append((item, depth + 1, (*path, key)))
+            else:  # scalars inline: most values are, and they need no path
+                size += len(item) + 2 if isinstance(item, str) else 8
+            size += len(str(key)) + 4 if keyed else 1
+        size += 2
         count += 1
         if count > MAX_VALUES:
             return f"the definition holds more than {MAX_VALUES:,} values and keys"
-        if isinstance(value, dict | list | tuple):
-            if depth >= MAX_NESTING:
-                return (
-                    f"lists and mappings nested deeper than {MAX_NESTING} levels "
-                    f"(at {_path_text(path)})"
-                )
-            size += 2
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, item in items:
-                size += len(str(key)) + 4 if isinstance(value, dict) else 1
-                stack.append((item, depth + 1, (*path, key)))
-        else:
-            size += len(value) + 2 if isinstance(value, str) else 8
         if size > MAX_DOCUMENT_BYTES:
             return _too_large(size)
     return None
