@@ -30,6 +30,7 @@ from typing import Any
 import cel
 
 from interpreter.inputs import json_type
+from interpreter.limits import MAX_EXPRESSION_CHARS, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_TERMS
 
 ROOT_NAMES = frozenset(
     {"inputs", "vars", "nodes", "item", "index", "run", "error", "failed_node", "secrets", "event"}
@@ -260,6 +261,12 @@ def compile_expression(source: str, offset: int = 0) -> Expression:
     """
     if not source.strip():
         raise ExpressionError("empty expression", offset)
+    if len(source) > MAX_EXPRESSION_CHARS:  # checked before the cache: never a cache key
+        raise ExpressionError(
+            f"expression too long: {len(source):,} characters (at most "
+            f"{MAX_EXPRESSION_CHARS:,}); compute parts of it in earlier nodes or vars",
+            offset + len(source) - len(source.lstrip()),
+        )
     compiled = _compile_source(source)
     if isinstance(compiled, ExpressionError):
         raise ExpressionError(compiled.message, offset + compiled.offset)
@@ -269,6 +276,9 @@ def compile_expression(source: str, offset: int = 0) -> Expression:
 @lru_cache(maxsize=32_768)
 def _compile_source(source: str) -> Expression | ExpressionError:
     """The expression compiled at offset 0, or the error it gives (offsets relative to it)."""
+    too_big = _beyond_limits(source)
+    if too_big is not None:
+        return too_big
     try:
         program = cel.compile(source)
     except (ValueError, RuntimeError) as e:
@@ -280,14 +290,14 @@ def _compile_source(source: str) -> Expression | ExpressionError:
     unknown = sorted(variables - ROOT_NAMES)
     if unknown:
         return ExpressionError(
-            f"unknown name {unknown[0]!r} in expression `{source.strip()}` "
+            f"unknown name {unknown[0]!r} in expression `{_shown(source)}` "
             f"(names start from {', '.join(sorted(ROOT_NAMES - {'secrets'}))})",
             at,
         )
     for function in program.functions():
         if function[0].isalpha() and function not in KNOWN_FUNCTIONS:
             return ExpressionError(
-                f"unknown function {function!r} in expression `{source.strip()}`", at
+                f"unknown function {function!r} in expression `{_shown(source)}`", at
             )
     refs = _references(source, frozenset(variables))
     secret = bool(_SECRET_ONLY.match(source))
@@ -380,7 +390,7 @@ def evaluate_expression(expression: Expression, scope: Mapping[str, Any]) -> Any
         result = expression.program.execute(context)
     except Exception as e:  # the binding raises KeyError, TypeError, ValueError, RuntimeError…
         raise ExpressionError(
-            f"expression `{expression.source.strip()}` failed: {_describe(e)}", expression.offset
+            f"expression `{_shown(expression.source)}` failed: {_describe(e)}", expression.offset
         ) from None
     return to_json(result)
 
@@ -424,6 +434,77 @@ def to_json(value: Any) -> Any:
 
 # --- internals --------------------------------------------------------------------------------
 
+# What the expression scan looks at: string openings (with their r/b prefixes), operators
+# (two-character ones first; a dot before a digit is a decimal point), brackets and `in`.
+_SCAN = re.compile(
+    r"""(?<!\w)(?P<prefix>[rRbB]{1,2})?(?P<quote>\"\"\"|'''|"|')"""
+    r"|&&|\|\||[=!<>]=|[-+*/%<>!?:\[\](){}]|\.(?!\d)|\bin\b"
+)
+_OPENING = frozenset("([{")
+_CLOSING = frozenset(")]}")
+_NOT_TERMS = frozenset("{)]}")
+_STRING_REST = {
+    (quote, raw): re.compile(
+        ("[^{q}]*" if raw else r"(?:[^{q}\\]|\\.)*").format(q=quote) + quote
+        if len(quote) == 1
+        else (".*?" if raw else r"(?:[^\\]|\\.)*?") + quote,
+        re.DOTALL,
+    )
+    for quote in ('"', "'", '"""', "'''")
+    for raw in (False, True)
+}
+
+
+def _beyond_limits(source: str) -> ExpressionError | None:
+    """An error if ``source`` is too long, has too many operators or nests too deeply.
+
+    The CEL parser recurses once per operator and per bracket, on the C stack: about 20,000
+    ``+`` terms or field accesses overflow it and the process dies with SIGSEGV (a worker, the
+    API, ``tideflow validate``). So an expression is measured here, in one linear pass, before
+    it reaches the parser. Text inside string literals is skipped (raw and triple-quoted too).
+    """
+    if len(source) > MAX_EXPRESSION_CHARS:
+        return ExpressionError(f"expression too long: over {MAX_EXPRESSION_CHARS:,} characters")
+    terms = depth = pos = 0
+    while (found := _SCAN.search(source, pos)) is not None:
+        pos = found.end()
+        quote = found.group("quote")
+        if quote is not None:
+            raw = "r" in (found.group("prefix") or "").lower()
+            rest = _STRING_REST[quote, raw].match(source, pos)
+            pos = rest.end() if rest is not None else len(source)
+            continue
+        token = found.group()
+        if token in _OPENING:
+            depth += 1
+            if depth > MAX_EXPRESSION_DEPTH:
+                return ExpressionError(
+                    f"expression nested too deeply: more than {MAX_EXPRESSION_DEPTH} "
+                    "brackets or parentheses inside one another",
+                    found.start(),
+                )
+        elif token in _CLOSING:
+            depth = max(depth - 1, 0)
+        if token not in _NOT_TERMS:
+            terms += 1
+            if terms > MAX_EXPRESSION_TERMS:
+                return ExpressionError(
+                    f"expression too complex: more than {MAX_EXPRESSION_TERMS} operators; "
+                    "split it over earlier nodes or vars",
+                    found.start(),
+                )
+    return None
+
+
+def _shown(source: str) -> str:
+    """An expression as quoted in a message: on one line, and cut short when long."""
+    text = _LINE_BREAKS.sub(" ", source.strip())
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"
+
+
+_LINE_BREAKS = re.compile(r"\s*[\r\n]\s*")
+_SHOWN_CHARS = 120
+
 
 def _compile_error(source: str, offset: int, message: str) -> ExpressionError:
     found = _ERROR_POSITION.search(message)
@@ -432,9 +513,9 @@ def _compile_error(source: str, offset: int, message: str) -> ExpressionError:
         lines = source.split("\n")
         local = sum(len(x) + 1 for x in lines[: line - 1]) + col
         return ExpressionError(
-            f"bad expression `{source.strip()}`: {what.strip()}", offset + min(local, len(source))
+            f"bad expression `{_shown(source)}`: {what.strip()}", offset + min(local, len(source))
         )
-    return ExpressionError(f"bad expression `{source.strip()}`: {message.strip()}", offset)
+    return ExpressionError(f"bad expression `{_shown(source)}`: {message.strip()}", offset)
 
 
 def _references(source: str, roots: frozenset[str]) -> References:
@@ -493,7 +574,7 @@ def _lookup(expression: Expression, scope: Mapping[str, Any]) -> Any:
             if walked:
                 raise _path_error(expression, walked, f"has no field {step!r}")
             raise ExpressionError(
-                f"expression `{expression.source.strip()}` failed: {step!r} is not defined here",
+                f"expression `{_shown(expression.source)}` failed: {step!r} is not defined here",
                 expression.offset,
             )
         value = value[step]
@@ -503,7 +584,7 @@ def _lookup(expression: Expression, scope: Mapping[str, Any]) -> Any:
 
 def _path_error(expression: Expression, walked: str, what: str) -> ExpressionError:
     return ExpressionError(
-        f"expression `{expression.source.strip()}` failed: {walked} {what}", expression.offset
+        f"expression `{_shown(expression.source)}` failed: {walked} {what}", expression.offset
     )
 
 

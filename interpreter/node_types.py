@@ -8,7 +8,7 @@ from any Temporal client without importing a single activity.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
@@ -103,7 +103,7 @@ class WaitForEventConfig(_Config):
     """Conditions on the event (``${{ event.payload.amount > 100.0 }}``): an event that fails
     one is not this node's (it stays for another)."""
     timeout: Duration | None = None
-    on_timeout: str = "fail"
+    on_timeout: Literal["fail", "continue", "skip"] = "fail"
     """``fail`` (the node fails), ``continue`` (the node completes with a null output) or
     ``skip``."""
 
@@ -114,9 +114,9 @@ class ApprovalConfig(_Config):
     message: str | None = None
     approvers: list[str] = Field(default_factory=list)
     timeout: Duration | None = None
-    on_timeout: str = "fail"
+    on_timeout: Literal["fail", "approve", "reject"] = "fail"
     """``fail``, ``approve`` or ``reject`` when nobody answered in time."""
-    on_reject: str = "fail"
+    on_reject: Literal["fail", "continue"] = "fail"
     """``fail`` (the node fails) or ``continue`` (the node completes with approved=false)."""
 
 

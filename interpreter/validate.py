@@ -14,11 +14,13 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from interpreter.expressions import (
     Expression,
@@ -28,7 +30,8 @@ from interpreter.expressions import (
     iter_expressions,
 )
 from interpreter.inputs import input_type_error
-from interpreter.loader import Document, PathKey, Problem
+from interpreter.limits import MAX_EXPRESSIONS, MAX_NODES, MAX_PROBLEMS
+from interpreter.loader import EMPTY, Document, PathKey, Problem, cyclic_gc_paused
 from interpreter.model import (
     TRIGGER_NODE_TYPES,
     Definition,
@@ -51,6 +54,10 @@ missing (``${{ inputs.document }}``, or ``${{ upstream.output.text }}`` for the 
 node's only dependency)."""
 
 _GRAPH_KEYS = ("tasks", "steps", "nodes")
+_SHOWN_CYCLE = 12
+_CHEAP_OPTIONS = 200
+_COSTLY_SUGGESTIONS = 50
+"""Suggestions among more than ``_CHEAP_OPTIONS`` names made for one definition, at most."""
 
 
 class NodeCatalog(Protocol):
@@ -85,20 +92,35 @@ class _Checker:
     document: Document
     catalog: NodeCatalog | None
     problems: list[Problem] = field(default_factory=list)
+    too_many: bool = False
+    costly_suggestions: int = 0
+    expressions_left: int = MAX_EXPRESSIONS
 
     def add(self, path: PathKey, message: str, *, key: bool = False, offset: int = 0) -> None:
         self.problems.append(self.document.problem(path, message, key=key, offset=offset))
+
+    def _suggest(self, name: str, options: Collection[str]) -> str:
+        """A "did you mean", within a budget for long lists of options: each costs a pass over
+        them, and a broken 100,000-node definition must not cost one per problem."""
+        if len(options) > _CHEAP_OPTIONS:
+            if self.costly_suggestions >= _COSTLY_SUGGESTIONS:
+                return ""
+            self.costly_suggestions += 1
+        return _suggest(name, options)
 
     # -- structure ---------------------------------------------------------------------------
 
     def run(self) -> Definition | None:
         data = self.document.data
         if data is None:
+            self.add((), EMPTY)
             return None
         if not isinstance(data, dict):
             self.add((), "a definition is a mapping of keys (name, version, tasks, …)")
             return None
         located = self._nodes(data)
+        if self.too_many:
+            return None  # checking more would cost what the limit is there to avoid
         top = dict(data)
         for key in _GRAPH_KEYS:
             if isinstance(top.get(key), list):
@@ -110,7 +132,7 @@ class _Checker:
             self._pydantic(e, (), Definition)
             # Check the graph anyway, with the keys that failed left out: a typo at the top
             # must not hide the problems below it.
-            failed = {loc[0] for err in e.errors() if (loc := _clean_loc(err["loc"]))}
+            failed = {err.loc[0] for err in _errors(Definition, e) if err.loc}
             try:
                 definition = Definition.model_validate(
                     {k: v for k, v in top.items() if k not in failed}
@@ -135,6 +157,15 @@ class _Checker:
             items = data.get(key)
             if not isinstance(items, list):
                 continue
+            if len(items) > MAX_NODES:
+                self.add(
+                    (key,),
+                    f"too many nodes: {len(items):,} (at most {MAX_NODES:,} in one definition); "
+                    "split the work over child workflows",
+                    key=True,
+                )
+                self.too_many = True
+                continue
             for i, raw in enumerate(items):
                 path: PathKey = (key, i)
                 if not isinstance(raw, dict):
@@ -158,20 +189,18 @@ class _Checker:
         return out
 
     def _pydantic(self, error: ValidationError, base: PathKey, model: type[BaseModel]) -> None:
-        for item in error.errors():
-            loc = _clean_loc(item["loc"])
+        for item in _errors(model, error):
+            loc = item.loc
             path = (*base, *loc)
-            kind = item["type"]
-            if kind == "extra_forbidden":
-                name = str(loc[-1]) if loc else "?"
+            if item.kind == "extra_forbidden" and loc:
+                name = str(loc[-1])
                 allowed = _fields_at(model, loc[:-1])
-                self.add(path, f"unknown key {name!r}{_suggest(name, allowed)}", key=True)
-            elif kind == "missing":
+                self.add(path, f"unknown key {name!r}{self._suggest(name, allowed)}", key=True)
+            elif item.kind == "missing" and loc:
                 self.add(path[:-1], f"{_where(loc)} is required")
             else:
-                message = item["msg"].removeprefix("Value error, ")
                 where = _where(loc)
-                self.add(path, f"{where}: {message}" if where else message)
+                self.add(path, f"{where}{item.joiner}{item.message}" if where else item.message)
 
     # -- graph -------------------------------------------------------------------------------
 
@@ -196,13 +225,15 @@ class _Checker:
             if found is None or node_id in triggers:
                 continue
             item = found
+            written = set(item.node.depends_on)
             for j, dep in enumerate(node.depends_on):
-                dep_path = (*item.path, "depends_on", j) if dep in item.node.depends_on else None
+                dep_path = (*item.path, "depends_on", j) if dep in written else None
                 if dep not in known:
                     if dep_path is not None:
                         self.add(
                             dep_path,
-                            f"{node_id!r} depends on unknown node {dep!r}{_suggest(dep, known)}",
+                            f"{node_id!r} depends on unknown node "
+                            f"{dep!r}{self._suggest(dep, known)}",
                         )
                 elif dep == node_id:
                     self.add(dep_path or item.path, f"{node_id!r} depends on itself")
@@ -246,7 +277,7 @@ class _Checker:
                     key = end if end in data else ("source" if end == "from" else "target")
                     self.add(
                         ("edges", k, key),
-                        f"edge {end} unknown node {name!r}{_suggest(name, known)}",
+                        f"edge {end} unknown node {name!r}{self._suggest(name, known)}",
                     )
 
     def _handlers(
@@ -258,13 +289,13 @@ class _Checker:
                 self.add(
                     (*item.path, "compensate"),
                     f"compensate names unknown node "
-                    f"{node.compensate!r}{_suggest(node.compensate, known)}",
+                    f"{node.compensate!r}{self._suggest(node.compensate, known)}",
                 )
             if isinstance(node.on_error, Fallback) and node.on_error.fallback not in known:
                 name = node.on_error.fallback
                 self.add(
                     (*item.path, "on_error", "fallback"),
-                    f"fallback names unknown node {name!r}{_suggest(name, known)}",
+                    f"fallback names unknown node {name!r}{self._suggest(name, known)}",
                 )
             if isinstance(node.on_error, Fallback) and node.on_error.fallback == node.id:
                 self.add((*item.path, "on_error", "fallback"), "a node cannot be its own fallback")
@@ -272,7 +303,7 @@ class _Checker:
             if name not in known:
                 self.add(
                     ("error_handling", "on_failure", j),
-                    f"on_failure names unknown node {name!r}{_suggest(name, known)}",
+                    f"on_failure names unknown node {name!r}{self._suggest(name, known)}",
                 )
         for where, default in (
             ("defaults", definition.defaults.on_error),
@@ -305,7 +336,10 @@ class _Checker:
         left = {i for i, d in indegree.items() if d > 0}
         for cycle in _cycles_in(left, graph):
             first = by_id[cycle[0]]
-            self.add((*first.path, "id"), "cycle: " + " → ".join([*cycle, cycle[0]]))
+            shown = [*cycle, cycle[0]]
+            if len(shown) > _SHOWN_CYCLE:  # a message stays one readable line
+                shown = [*shown[: _SHOWN_CYCLE - 2], f"… ({len(cycle):,} nodes)", shown[-1]]
+            self.add((*first.path, "id"), "cycle: " + " → ".join(shown))
         return None
 
     def _type(self, item: _Located) -> None:
@@ -316,7 +350,9 @@ class _Checker:
             return
         if self.catalog.canonical(name) is None:
             names = [*self.catalog.names(), *WORKFLOW_TYPES]
-            self.add((*item.path, "type"), f"unknown node type {name!r}{_suggest(name, names)}")
+            self.add(
+                (*item.path, "type"), f"unknown node type {name!r}{self._suggest(name, names)}"
+            )
 
     # -- one node ----------------------------------------------------------------------------
 
@@ -397,7 +433,7 @@ class _Checker:
                     self.add(
                         (*config_path, name),
                         f"set assigns {name!r}, which is not declared "
-                        f"in vars{_suggest(name, definition.vars)}",
+                        f"in vars{self._suggest(name, definition.vars)}",
                         key=True,
                     )
             return
@@ -405,33 +441,34 @@ class _Checker:
         try:
             model.model_validate(node.config)
         except ValidationError as e:
-            for err in e.errors():
-                loc = _clean_loc(err["loc"])
+            for err in _errors(model, e):
+                loc = err.loc
                 if any(loc[: len(p)] == p for p in expression_paths):
                     continue
                 if not loc and expression_paths:
                     continue  # a whole-config rule may hold once the expressions are evaluated
-                if err["type"] == "missing" and _default_expression(model, str(loc[-1])):
+                if err.kind == "missing" and loc and _default_expression(model, str(loc[-1])):
                     continue
-                if err["type"] == "extra_forbidden":
+                if err.kind == "extra_forbidden" and loc:
                     allowed = _fields_at(model, loc[:-1])
                     self.add(
                         (*config_path, *loc),
                         f"unknown config key {loc[-1]!r} for "
-                        f"{node.type}{_suggest(str(loc[-1]), allowed)}",
+                        f"{node.type}{self._suggest(str(loc[-1]), allowed)}",
                         key=True,
                     )
-                elif err["type"] == "missing":
+                elif err.kind == "missing" and loc:
                     self.add(
                         config_path if node.config else config_path[:-1],
                         f"{node.type} needs config {_where(loc)}",
                     )
                 else:
-                    message = err["msg"].removeprefix("Value error, ")
                     where = _where(loc)
                     self.add(
                         (*config_path, *loc),
-                        f"config {where}: {message}" if where else f"config: {message}",
+                        f"config {where}{err.joiner}{err.message}"
+                        if where
+                        else f"config: {err.message}",
                     )
         at = config_path if node.config else config_path[:-1]
         for name in _missing_defaults(model, node.config):
@@ -474,6 +511,16 @@ class _Checker:
         allowed_extra: set[str],
     ) -> None:
         for sub_path, text in _strings(value, path):
+            if self.expressions_left <= 0:
+                return
+            self.expressions_left -= text.count("${{")
+            if self.expressions_left < 0:
+                self.add(
+                    sub_path,
+                    f"too many expressions: more than {MAX_EXPRESSIONS:,} in one definition "
+                    "(the rest are not checked)",
+                )
+                return
             try:
                 compiled = compile_string(text)
             except ExpressionError as e:
@@ -518,7 +565,9 @@ class _Checker:
         for name in sorted(refs.nodes):
             if name not in known:
                 self.add(
-                    path, f"unknown node {name!r} in expression{_suggest(name, known)}", offset=at
+                    path,
+                    f"unknown node {name!r} in expression{self._suggest(name, known)}",
+                    offset=at,
                 )
             elif (
                 node_id is not None
@@ -536,10 +585,12 @@ class _Checker:
         if definition.inputs:
             for name in sorted(refs.inputs - set(definition.inputs)):
                 self.add(
-                    path, f"unknown input {name!r}{_suggest(name, definition.inputs)}", offset=at
+                    path,
+                    f"unknown input {name!r}{self._suggest(name, definition.inputs)}",
+                    offset=at,
                 )
         for name in sorted(refs.vars - set(definition.vars)):
-            self.add(path, f"unknown var {name!r}{_suggest(name, definition.vars)}", offset=at)
+            self.add(path, f"unknown var {name!r}{self._suggest(name, definition.vars)}", offset=at)
 
     def _outputs(self, definition: Definition, known: set[str]) -> None:
         self._expressions(
@@ -571,7 +622,7 @@ class _Checker:
                 self.add(
                     path,
                     f"document_upload sets inputs.{trigger.input}, which this workflow "
-                    f"does not declare{_suggest(trigger.input, declared)}",
+                    f"does not declare{self._suggest(trigger.input, declared)}",
                 )
             elif spec.type not in ("string", "any"):
                 self.add(
@@ -591,7 +642,7 @@ class _Checker:
             if spec is None:
                 self.add(
                     (*path, "inputs", name),
-                    f"unknown input {name!r}{_suggest(name, declared)}",
+                    f"unknown input {name!r}{self._suggest(name, declared)}",
                     key=True,
                 )
             elif (problem := input_type_error(spec, value)) is not None:
@@ -611,10 +662,21 @@ def check(
     """Validate a parsed document: the definition (None if broken) and every problem found."""
     checker = _Checker(document, catalog)
     checker.problems.extend(document.problems)
-    definition = checker.run() if not document.problems else None
-    if definition is not None and not checker.problems:
-        definition = normalize(definition, catalog)
-    return definition, sorted(set(checker.problems))
+    with cyclic_gc_paused():
+        definition = checker.run() if not document.problems else None
+        if definition is not None and not checker.problems:
+            definition = normalize(definition, catalog)
+    return definition, _at_most(sorted(set(checker.problems)))
+
+
+def _at_most(problems: list[Problem]) -> list[Problem]:
+    """The first ``MAX_PROBLEMS`` problems, and one more saying how many were left out."""
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    after = problems[MAX_PROBLEMS]
+    left = len(problems) - MAX_PROBLEMS
+    more = f"… and {left:,} more (the first {MAX_PROBLEMS:,} problems are shown)"
+    return [*problems[:MAX_PROBLEMS], Problem(after.file, after.line, after.column, more)]
 
 
 def normalize(definition: Definition, catalog: NodeCatalog | None = None) -> Definition:
@@ -651,19 +713,157 @@ def _canonical(name: str, catalog: NodeCatalog | None) -> str:
 # --- helpers --------------------------------------------------------------------------------
 
 
-def _clean_loc(loc: Iterable[Any]) -> tuple[str | int, ...]:
-    """A pydantic error location without union/tag segments (``function-after[...]``, tags)."""
-    out: list[str | int] = []
-    for part in loc:
-        if isinstance(part, str) and ("[" in part or part in _UNION_TAGS):
+@dataclass(frozen=True)
+class _Error:
+    """One pydantic error as validation reports it."""
+
+    loc: tuple[str | int, ...]
+    """Where, as a path into the data (no union labels)."""
+    kind: str
+    message: str
+    joiner: str = ": "
+    """Between the place and the message: ``retry.backoff: Input should…`` or
+    ``retry.backoff must be one of…``."""
+
+
+def _errors(model: Any, error: ValidationError) -> list[_Error]:
+    """pydantic's errors with their locations made paths into the data.
+
+    When a value fits none of the members of a union, pydantic gives one error per member;
+    they become one message naming every choice (``on_error must be one of fail, continue,
+    pause or {fallback: …} (did you mean 'continue'?)``), unless the value's shape chose a
+    member (a mapping for ``{fallback: …}``): then that member's own errors are reported."""
+    walked = [(_walk(model, err["loc"]), err) for err in error.errors()]
+    deeper: set[tuple[str | int, ...]] = set()
+    for (loc, _, _), _err in walked:
+        deeper.update(loc[:i] for i in range(len(loc)))
+    out: list[_Error] = []
+    unions: dict[tuple[str | int, ...], list[tuple[Any, ErrorDetails]]] = {}
+    for (loc, member, in_union), err in walked:
+        if in_union:
+            if loc not in deeper:
+                unions.setdefault(loc, []).append((member, err))
             continue
+        if err["type"] == "literal_error":
+            out.append(_literal_error(loc, [(member, err)], err.get("input")))
+        elif err["type"] == "union_tag_invalid" and "ctx" in err:
+            # A tagged union's tag (a trigger's type) is a closed set too.
+            key = str(err["ctx"].get("discriminator", "")).strip("'")
+            tags = re.findall(r"'([^']*)'", str(err["ctx"].get("expected_tags", "")))
+            tag = err["ctx"].get("tag")
+            hint = _suggest(tag, tags) if isinstance(tag, str) else ""
+            message = f"must be one of {', '.join(tags)}{hint}"
+            out.append(_Error((*loc, key) if key else loc, "literal_error", message, " "))
+        elif err["type"] == "union_tag_not_found" and "ctx" in err:
+            key = str(err["ctx"].get("discriminator", "")).strip("'")  # the tag is missing
+            out.append(_Error((*loc, key), "missing", err["msg"]))
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            out.append(_Error(loc, err["type"], message))
+    for loc, members in unions.items():
+        out.append(_literal_error(loc, members, members[0][1].get("input")))
+    return out
+
+
+def _literal_error(
+    loc: tuple[str | int, ...], members: list[tuple[Any, ErrorDetails]], given: Any
+) -> _Error:
+    """One message for a value that is none of the choices of a closed set (or union)."""
+    values: list[str] = []
+    others: list[str] = []
+    for member, err in members:
+        if typing.get_origin(member) is typing.Literal:
+            values.extend(str(v) for v in typing.get_args(member))
+        elif err["type"] in ("model_type", "model_attributes_type", "dict_type") and (
+            models := _models_in(member)
+        ):
+            required = [n for n, f in models[0].model_fields.items() if f.is_required()]
+            others.append("{" + ", ".join(f"{n}: …" for n in required) + "}")
+        else:
+            others.append(err["msg"].removeprefix("Value error, ").removeprefix("Input should be "))
+    choices = [f"one of {', '.join(values)}"] if values else []
+    text = " or ".join([*choices, *others])
+    hint = _suggest(given, values) if isinstance(given, str) and values else ""
+    if not values:
+        return _Error(loc, "union", f"Input should be {text}")
+    return _Error(loc, "literal_error", f"must be {text}{hint}", joiner=" ")
+
+
+def _walk(model: Any, loc: Iterable[Any]) -> tuple[tuple[str | int, ...], Any, bool]:
+    """A pydantic error location as a path into the data, the annotation found at its end, and
+    whether the error is about one alternative of a union at that place.
+
+    pydantic puts a label in front of each member of a union it tried (``str``, ``Fallback``,
+    ``literal['fail','continue']``, a discriminator's tag such as ``event``). Walking the
+    model's annotations along the location says which parts are labels, so a config key that
+    happens to be named ``event`` or ``str`` stays a key."""
+    out: list[str | int] = []
+    current: Any = model
+    in_union = False
+    for part in loc:
+        members = _union_members(current) if current is not None else None
+        if members is not None:
+            current = _member(members, part)
+            # A discriminator picks one member: its errors are that member's own, not one
+            # per alternative.
+            in_union = members[1] is None
+            continue
+        if current is None and isinstance(part, str) and _LABEL.match(part):
+            continue  # inside something this walk cannot follow: drop what reads as a label
         out.append(part)
-    return tuple(out)
+        in_union = False
+        current = _step(current, part) if current is not None else None
+    return tuple(out), current, in_union
 
 
-_UNION_TAGS = frozenset(
-    {"manual", "api", "schedule", "document_upload", "event", "Fallback", "str", "bool", "list"}
+_LABEL = re.compile(
+    r"^(?:function-(?:after|before|wrap|plain)|literal|list|dict|tuple|set|frozenset|"
+    r"nullable|union|tagged-union|lax-or-strict|json-or-python|chain|default|model)\["
 )
+
+
+def _union_members(annotation: Any) -> tuple[list[Any], str | None] | None:
+    """The members (None left out) and discriminator of a union with several members."""
+    discriminator = None
+    while typing.get_origin(annotation) is typing.Annotated:
+        args = typing.get_args(annotation)
+        for meta in args[1:]:
+            discriminator = getattr(meta, "discriminator", None) or discriminator
+        annotation = args[0]
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    members = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(members) < 2:
+        return None
+    return members, discriminator if isinstance(discriminator, str) else None
+
+
+def _member(union: tuple[list[Any], str | None], label: Any) -> Any:
+    """The member of a union that pydantic's location label names (None if unknown)."""
+    members, discriminator = union
+    for member in members:
+        models = _models_in(member)
+        if models and discriminator is not None:
+            field = models[0].model_fields.get(discriminator)
+            if field is not None and label in typing.get_args(field.annotation):
+                return member
+            continue
+        named = models[0].__name__ if models else _label_of(member)
+        if named == (label if models else str(label).split("[", 1)[0]):
+            return member
+    return None
+
+
+def _label_of(annotation: Any) -> str:
+    """The start of pydantic's label of a union member: ``str``, ``list``, ``literal``…"""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return "literal"
+    if origin is not None:
+        return getattr(origin, "__name__", "")
+    return getattr(annotation, "__name__", "")
 
 
 def _where(loc: tuple[str | int, ...]) -> str:
@@ -758,17 +958,26 @@ def _default_expression(model: type[BaseModel], name: str) -> str | None:
 def _missing_defaults(model: type[BaseModel], config: dict[str, Any]) -> list[str]:
     """Config fields left out that default to an expression (unless a field named in
     ``default_unless`` was given instead)."""
+    return [
+        name for name, given in _defaulted_fields(model) if not any(key in config for key in given)
+    ]
+
+
+@lru_cache(maxsize=256)
+def _defaulted_fields(model: type[BaseModel]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The fields of a config model that default to an expression, each with the keys that
+    count as giving it (its name, its aliases, its ``default_unless``): worked out once per
+    model, not once per node."""
     out = []
     for name, info in model.model_fields.items():
         if _default_expression(model, name) is None:
             continue
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         unless = extra.get("default_unless") or []
-        aliases = list(getattr(info.validation_alias, "choices", []) or [])
-        given = [name, *aliases, *(unless if isinstance(unless, list) else [])]
-        if not any(key in config for key in given):
-            out.append(name)
-    return out
+        aliases = [str(c) for c in getattr(info.validation_alias, "choices", []) or []]
+        others = [str(u) for u in unless] if isinstance(unless, list) else []
+        out.append((name, (name, *aliases, *others)))
+    return tuple(out)
 
 
 def _fill_default(model: type[BaseModel], name: str, deps: Sequence[str]) -> str | None:
@@ -794,26 +1003,84 @@ _Upstream = Callable[[str], bool]
 
 
 class _Ancestry:
-    """Every node's transitive dependencies as bit sets over a topological order: built in
-    one pass, asked in constant time per reference (no per-node sets: those are quadratic)."""
+    """Whether a node is upstream of another, asked only for the pairs expressions name.
+
+    A direct dependency answers at once. Otherwise a search walks back from the reader and
+    never past the referenced node's place in two topological orders (an ancestor comes
+    before its descendants in both, so the second order, built with the opposite tie-break,
+    prunes parallel branches the first one interleaves); every answer is remembered per
+    referenced node, so a node read from a hundred thousand readers is searched for once.
+    Memory stays linear: no per-node ancestor sets or bit sets (those are quadratic).
+    """
 
     def __init__(self, order: list[str], graph: dict[str, Node]) -> None:
-        self._bit = {node_id: 1 << i for i, node_id in enumerate(order)}
-        self._masks: dict[str, int] = {}
-        for node_id in order:
-            mask = 0
-            for dep in graph[node_id].depends_on:
-                if dep in self._masks:
-                    mask |= self._masks[dep] | self._bit[dep]
-            self._masks[node_id] = mask
+        self._deps = {i: {d: None for d in graph[i].depends_on if d in graph} for i in order}
+        """Each node's dependencies in the graph (a dict: ordered, and `in` is O(1))."""
+        self._first = {node_id: i for i, node_id in enumerate(order)}
+        self._second = {node_id: i for i, node_id in enumerate(_other_order(order, self._deps))}
+        self._reaches: dict[str, dict[str, bool]] = {}
+        """Referenced node → node → whether that node reads from below it."""
 
     def of(self, node_id: str) -> _Upstream | None:
         """The upstream test of ``node_id`` (None for nodes outside the graph)."""
-        mask = self._masks.get(node_id)
-        if mask is None:
+        if node_id not in self._first:
             return None
-        bit = self._bit
-        return lambda other: bool(mask & bit.get(other, 0))
+        return lambda other: self.upstream(node_id, other)
+
+    def upstream(self, reader: str, target: str) -> bool:
+        """Whether ``target`` is a transitive dependency of ``reader``."""
+        first, second = self._first, self._second
+        if target not in first or not (
+            first[target] < first[reader] and second[target] < second[reader]
+        ):
+            return False
+        if target in self._deps[reader]:
+            return True
+        known = self._reaches.setdefault(target, {})
+        if reader in known:
+            return known[reader]
+        low_first, low_second = first[target], second[target]
+        stack = [(reader, iter(self._deps[reader]))]
+        while stack:
+            current, deps = stack[-1]
+            found, deeper = False, None
+            for dep in deps:
+                if dep == target or known.get(dep):
+                    found = True
+                    break
+                if dep in known or first[dep] < low_first or second[dep] < low_second:
+                    continue  # known not to, or placed before the target: cannot reach it
+                deeper = dep
+                break
+            if deeper is not None:
+                stack.append((deeper, iter(self._deps[deeper])))
+            elif found:
+                for node_id, _ in stack:  # every node on the path reaches it too
+                    known[node_id] = True
+                return True
+            else:
+                known[current] = False
+                stack.pop()
+        return False
+
+
+def _other_order(order: list[str], deps: dict[str, dict[str, None]]) -> list[str]:
+    """A second topological order, taking ready nodes in the opposite order to the first."""
+    indegree = {i: len(deps[i]) for i in order}
+    dependents: dict[str, list[str]] = {i: [] for i in order}
+    for node_id in order:
+        for dep in deps[node_id]:
+            dependents[dep].append(node_id)
+    ready = [i for i in reversed(order) if indegree[i] == 0]
+    out: list[str] = []
+    while ready:
+        current = ready.pop()
+        out.append(current)
+        for nxt in reversed(dependents[current]):
+            indegree[nxt] -= 1
+            if indegree[nxt] == 0:
+                ready.append(nxt)
+    return out
 
 
 def _cycles_in(nodes: set[str], graph: dict[str, Node]) -> list[list[str]]:
@@ -871,12 +1138,14 @@ def _order_cycle(component: list[str], graph: dict[str, Node]) -> list[str]:
     members = set(component)
     start = min(component)
     cycle = [start]
+    seen = {start}
     current = start
     while True:
         nxt = next(d for d in sorted(graph[current].depends_on) if d in members)
-        if nxt == start or nxt in cycle:
+        if nxt in seen:
             break
         cycle.append(nxt)
+        seen.add(nxt)
         current = nxt
     return cycle
 

@@ -20,6 +20,7 @@ from interpreter.expressions import (
     references_of,
     truthy,
 )
+from interpreter.limits import MAX_EXPRESSION_CHARS, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_TERMS
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -339,3 +340,63 @@ def test_runtime_errors_name_the_expression_and_the_cause(text: str, fragment: s
 )  # fmt: skip
 def test_truthy(value: Any, expected: bool) -> None:
     assert truthy(value) is expected
+
+
+# --- bounds: what reaches the CEL parser ---------------------------------------------------
+
+
+def _refused(source: str) -> ExpressionError:
+    with pytest.raises(ExpressionError) as caught:
+        compile_string("${{" + source + "}}")
+    return caught.value
+
+
+def test_expressions_at_the_limits_compile() -> None:
+    assert isinstance(
+        compile_string("${{ " + "+".join(["1"] * (MAX_EXPRESSION_TERMS + 1)) + " }}"), Template
+    )
+    deep = "(" * MAX_EXPRESSION_DEPTH + "1" + ")" * MAX_EXPRESSION_DEPTH
+    assert evaluate(compile_string("${{" + deep + "}}"), SCOPE) == 1
+    padded = "1" + " " * (MAX_EXPRESSION_CHARS - 1)
+    assert evaluate(compile_string("${{" + padded + "}}"), SCOPE) == 1
+
+
+def test_expressions_beyond_the_limits_are_refused_where_they_go_wrong() -> None:
+    error = _refused(" " + "+".join(["1"] * (MAX_EXPRESSION_TERMS + 2)))
+    assert error.message.startswith(f"expression too complex: more than {MAX_EXPRESSION_TERMS}")
+    assert error.offset == 3 + 1 + 2 * MAX_EXPRESSION_TERMS + 1  # the first operator too many
+    error = _refused("[" * (MAX_EXPRESSION_DEPTH + 1) + "]" * (MAX_EXPRESSION_DEPTH + 1))
+    assert error.message.startswith("expression nested too deeply")
+    assert error.offset == 3 + MAX_EXPRESSION_DEPTH
+    error = _refused("  " + "x" * MAX_EXPRESSION_CHARS)
+    assert error.message == (
+        f"expression too long: {MAX_EXPRESSION_CHARS + 2:,} characters (at most "
+        f"{MAX_EXPRESSION_CHARS:,}); compute parts of it in earlier nodes or vars"
+    )
+    assert error.offset == 5
+
+
+@pytest.mark.parametrize(
+    "literal",
+    ['"' + "+" * 600 + '"', "'" + "(" * 600 + "'", 'r"\\' + "+" * 600 + '"',
+     '"\\"' + "+" * 600 + '"', '"""' + '"+' * 600 + '"""', "b'" + "." * 600 + "'"],
+)  # fmt: skip
+def test_operators_and_brackets_in_string_literals_are_not_counted(literal: str) -> None:
+    compiled = compile_string("${{ " + literal + " }}")
+    assert isinstance(compiled, Template)
+
+
+def test_field_access_and_in_count_as_operators() -> None:
+    assert "too complex" in _refused("inputs" + ".a" * (MAX_EXPRESSION_TERMS + 1)).message
+    assert "too complex" in _refused(" in ".join(["1"] * (MAX_EXPRESSION_TERMS + 2))).message
+    # A decimal point is not an operator.
+    assert isinstance(
+        compile_string("${{ " + "+".join(["1.5"] * MAX_EXPRESSION_TERMS) + " }}"), Template
+    )
+
+
+def test_long_expressions_are_quoted_on_one_line_and_cut_short() -> None:
+    error = _refused(" nope(" + "1 +\n" * 100 + "1) ")
+    assert "\n" not in error.message
+    assert error.message.startswith("unknown function 'nope' in expression `nope(1 + 1 + 1 +")
+    assert len(error.message) < 200

@@ -4,6 +4,8 @@ the same graph; ``tideflow validate`` prints ``FILE:LINE:COL: message`` and exit
 
 from __future__ import annotations
 
+import json
+import random
 import subprocess
 import sys
 import textwrap
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tests.testing_node_types  # noqa: F401  (test.* types in the catalog)
 from activities import registry
@@ -757,3 +761,211 @@ def test_cli_validate_prints_every_problem_and_exits_2(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[0] == f"{good}: ok"
+
+
+# --------------------------------------------------------------------------------------------
+# Upstream checks answer exactly the transitive dependencies, whatever the graph's shape
+
+
+@given(
+    st.integers(2, 40).flatmap(
+        lambda n: st.tuples(
+            st.just(n),
+            st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=3 * n),
+            st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1)), max_size=2 * n),
+        )
+    )
+)
+@settings(max_examples=150, deadline=None, database=None, derandomize=True)
+def test_reads_are_allowed_exactly_from_transitive_dependencies(
+    graph: tuple[int, list[tuple[int, int]], list[tuple[int, int]]],
+) -> None:
+    n, edges, reads = graph
+    # Edges point from a later node to an earlier one: always a DAG, in any document order.
+    deps = {i: sorted({b for a, b in edges if a == i and b < i}) for i in range(n)}
+    order = list(range(n))
+    random.Random(n).shuffle(order)  # document order is not execution order
+    readers: dict[int, set[int]] = {}
+    for reader, target in reads:
+        if reader != target:
+            readers.setdefault(reader, set()).add(target)
+    lines = ["name: x", "tasks:"]
+    for i in order:
+        lines += [
+            f"  - id: n{i}",
+            "    type: test.echo",
+            f"    depends_on: {json.dumps([f'n{d}' for d in deps[i]])}",
+        ]
+        if i in readers:
+            value = " ".join(f"${{{{ nodes.n{t}.output }}}}" for t in sorted(readers[i]))
+            lines.append(f"    config: {{value: '{value}'}}")
+    text = "\n".join(lines) + "\n"
+
+    def ancestors(i: int) -> set[int]:
+        seen: set[int] = set()
+        stack = list(deps[i])
+        while stack:
+            current = stack.pop()
+            if current not in seen:
+                seen.add(current)
+                stack.extend(deps[current])
+        return seen
+
+    expected = {
+        f"'n{r}' reads nodes.n{t}, which is not upstream of it: add 'n{t}' to depends_on"
+        for r, targets in readers.items()
+        for t in targets
+        if t not in ancestors(r)
+    }
+    try:
+        load_string(text, "wf.yaml", registry)
+        found: set[str] = set()
+    except DefinitionError as e:
+        found = {p.message for p in e.problems}
+    assert found == expected
+
+
+# --------------------------------------------------------------------------------------------
+# Child definition files
+
+
+def test_a_child_definition_file_is_inlined(tmp_path: Path) -> None:
+    (tmp_path / "child.yaml").write_text("name: child\ntasks:\n  - {id: c, type: fail}\n")
+    parent = tmp_path / "parent.yaml"
+    parent.write_text(
+        "name: parent\ntasks:\n"
+        "  - {id: one, type: workflow, config: {file: child.yaml}}\n"
+        "  - {id: two, type: workflow, config: {file: child.yaml}}\n"
+    )
+    definition = load_file(parent, registry)
+    inlined = [n.config["definition"] for n in definition.raw_nodes()]
+    assert [d["name"] for d in inlined] == ["child", "child"]
+
+
+def test_a_child_definition_file_is_checked_and_may_not_start_itself(tmp_path: Path) -> None:
+    (tmp_path / "child.yaml").write_text(
+        "name: child\ntasks:\n  - {id: c, type: workflow, config: {file: parent.yaml}}\n"
+        "  - {id: d, type: wiat}\n"
+    )
+    parent = tmp_path / "parent.yaml"
+    parent.write_text(
+        "name: parent\ntasks:\n"
+        "  - {id: one, type: workflow, config: {file: child.yaml}}\n"
+        "  - {id: two, type: workflow, config: {file: child.yaml}}\n"
+    )
+    with pytest.raises(DefinitionError) as caught:
+        load_file(parent, registry)
+    child = tmp_path / "child.yaml"
+    # Read once: the child's problems are reported once, not per node that names it.
+    assert [str(p) for p in caught.value.problems] == [
+        f"{child}:4:19: unknown node type 'wiat' (did you mean 'wait'?)",
+    ]
+    (tmp_path / "child.yaml").write_text(
+        "name: child\ntasks:\n  - {id: c, type: workflow, config: {file: parent.yaml}}\n"
+    )
+    with pytest.raises(DefinitionError) as caught:
+        load_file(parent, registry)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{child}:3:44: parent.yaml: a workflow cannot start itself "
+        "(directly or through its children)"
+    ]
+
+
+def test_child_files_that_multiply_are_refused(tmp_path: Path) -> None:
+    # Ten files each naming the next ten times: 10^10 inlined nodes if nothing counted them.
+    for level in range(10):
+        nodes = "".join(
+            f"  - {{id: n{i}, type: workflow, config: {{file: level{level + 1}.yaml}}}}\n"
+            for i in range(10)
+        )
+        (tmp_path / f"level{level}.yaml").write_text(f"name: l{level}\ntasks:\n{nodes}")
+    (tmp_path / "level10.yaml").write_text("name: leaf\ntasks:\n  - {id: x, type: fail}\n")
+    with pytest.raises(DefinitionError) as caught:
+        load_file(tmp_path / "level0.yaml", registry)
+    assert any(
+        "the child workflows inlined here hold more than 100,000 nodes" in p.message
+        for p in caught.value.problems
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Anchors, aliases and merges keep positions
+
+
+def test_problems_inside_an_alias_point_at_the_anchored_text() -> None:
+    found = problems("""
+        name: x
+        common: &common {type: test.echo, config: {valeu: 1}}
+        tasks:
+          - {id: a, <<: *common}
+        """)
+    assert found == [
+        "wf.yaml:2:1: unknown key 'common'",
+        "wf.yaml:2:44: unknown config key 'valeu' for test.echo (did you mean 'value'?)",
+    ]
+    found = problems("""
+        name: x
+        vars:
+          base: &base {valeu: 1}
+        tasks:
+          - id: a
+            type: test.echo
+            config: *base
+        """)
+    assert found == [
+        "wf.yaml:3:16: unknown config key 'valeu' for test.echo (did you mean 'value'?)"
+    ]
+
+
+def test_merges_and_aliases_load_as_copies() -> None:
+    definition = load("""
+        name: x
+        vars:
+          shared: &shared {value: 1}
+        tasks:
+          - {id: a, type: test.echo, config: *shared}
+          - {id: b, type: test.echo, config: {value: 2, <<: *shared}, depends_on: [a]}
+        """)
+    a, b = definition.raw_nodes()
+    assert a.config == {"value": 1}
+    assert definition.vars["shared"] == {"value": 1}
+    assert a.config is not definition.vars["shared"]
+    assert b.config == {"value": 2}  # keys written win over merged ones
+
+
+def test_expressions_are_counted_before_they_are_compiled() -> None:
+    from interpreter.limits import MAX_EXPRESSIONS
+
+    many = "${{ 1 }}" * (MAX_EXPRESSIONS + 1)
+    found = problems(
+        f'name: x\ntasks:\n  - id: a\n    type: test.echo\n    config: {{value: "{many}"}}\n'
+    )
+    assert found == [
+        f"wf.yaml:5:21: too many expressions: more than {MAX_EXPRESSIONS:,} in one definition "
+        "(the rest are not checked)"
+    ]
+
+
+def test_closed_sets_name_their_choices_and_suggest_one() -> None:
+    assert problems("""
+        name: x
+        inputs:
+          doc: strng
+        triggers:
+          - {type: evnt, name: go}
+          - {name: go}
+        tasks:
+          - id: a
+            type: test.echo
+            retry: {backoff: fixd}
+            when: [1]
+        """) == [
+        "wf.yaml:3:8: inputs.doc.type must be one of string, number, integer, boolean, object, "
+        "array, any (did you mean 'string'?)",
+        "wf.yaml:5:12: triggers[0].type must be one of manual, api, schedule, document_upload, "
+        "event (did you mean 'event'?)",
+        "wf.yaml:6:5: triggers[1].type is required",
+        "wf.yaml:10:22: retry.backoff must be one of exponential, fixed, constant "
+        "(did you mean 'fixed'?)",
+        "wf.yaml:11:11: when: Input should be a valid string or a valid boolean",
+    ]

@@ -1,0 +1,1 @@
+"""Hostile input: definitions and requests built to crash, hang or exhaust Tideflow."""
