@@ -27,6 +27,8 @@ class HandWrittenInput(BaseModel):
 
     count: int
     parallel: bool = False
+    limit: int | None = None
+    """In parallel, at most this many activities at once (None: all of them)."""
 
 
 @workflow.defn(name=HANDWRITTEN_NAME)
@@ -51,6 +53,14 @@ class HandWritten:
             )
             return result.output
 
+        if input.parallel and input.limit:
+            gate = asyncio.Semaphore(input.limit)
+
+            async def limited(i: int) -> Any:
+                async with gate:
+                    return await call(i)
+
+            return list(await asyncio.gather(*(limited(i) for i in range(input.count))))
         if input.parallel:
             return list(await asyncio.gather(*(call(i) for i in range(input.count))))
         return [await call(i) for i in range(input.count)]

@@ -133,6 +133,9 @@ async def serve_worker(address: str) -> None:
             if command == "cpu":
                 usage = resource.getrusage(resource.RUSAGE_SELF)
                 print(f"{_ANSWER}{usage.ru_utime + usage.ru_stime:.6f}", flush=True)
+            elif command == "rss":
+                peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                print(f"{_ANSWER}{peak_kib}", flush=True)
             elif command == "quit":
                 break
     await resources.aclose()
@@ -183,6 +186,13 @@ class WorkerProcess:
         self.process.stdin.write(b"cpu\n")
         await self.process.stdin.drain()
         return float(await asyncio.wait_for(self._readline(), 30))
+
+    async def peak_rss_mib(self) -> float:
+        """The worker process's peak resident memory so far, in MiB."""
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"rss\n")
+        await self.process.stdin.drain()
+        return int(await asyncio.wait_for(self._readline(), 30)) / 1024
 
     async def stop(self) -> None:
         """Ask it to stop; kill it if it does not."""

@@ -212,9 +212,8 @@ def definition_yaml(deps: list[list[int]], name: str) -> str:
 def bench_definitions(sizes: list[int], repeat: int) -> str:
     """Table 2."""
     import activities
-    from interpreter import load_data, load_string
-    from interpreter.plan import compile_plan
-    from starter.client import definition_json
+    from interpreter import load_string
+    from interpreter.plan import compile_plan, load_plan
 
     rows: list[list[object]] = []
     for shape in SHAPES[:3]:
@@ -230,30 +229,28 @@ def bench_definitions(sizes: list[int], repeat: int) -> str:
                 holder["definition"] = load_string(text, catalog=activities.registry)
                 return time.perf_counter_ns() - start
 
+            def compile_(holder: dict[str, Any] = holder) -> float:
+                start = time.perf_counter_ns()
+                holder["plan"] = json.loads(json.dumps(compile_plan(holder["definition"])))
+                return time.perf_counter_ns() - start
+
+            def load_workflow_side(holder: dict[str, Any] = holder) -> float:
+                start = time.perf_counter_ns()
+                load_plan(holder["plan"])
+                return time.perf_counter_ns() - start
+
             load_ns = best_of(times, load)
-            data = json.loads(json.dumps(definition_json(holder["definition"])))
-
-            def load_json(data: Any = data, holder: dict[str, Any] = holder) -> float:
-                start = time.perf_counter_ns()
-                holder["workflow_side"] = load_data(data, "<workflow input>")
-                return time.perf_counter_ns() - start
-
-            def plan(holder: dict[str, Any] = holder) -> float:
-                start = time.perf_counter_ns()
-                compile_plan(holder["workflow_side"])
-                return time.perf_counter_ns() - start
-
-            data_ns = best_of(times, load_json)
-            plan_ns = best_of(times, plan)
+            compile_ns = best_of(times, compile_)
+            plan_ns = best_of(times, load_workflow_side)
             rows.append(
                 [
                     shape.name,
                     n,
                     len(text) // 1024,
                     load_ns / n / 1000,
-                    data_ns / n / 1000,
+                    compile_ns / n / 1000,
                     plan_ns / n / 1000,
-                    (data_ns + plan_ns) / 1e6,
+                    plan_ns / 1e6,
                 ]
             )
     return table(
@@ -262,12 +259,55 @@ def bench_definitions(sizes: list[int], repeat: int) -> str:
             "nodes",
             "YAML KiB",
             "load_string µs/node",
-            "load_data µs/node",
             "compile_plan µs/node",
+            "load_plan µs/node",
             "workflow init ms",
         ],
         rows,
     )
+
+
+def bench_core(sizes: list[int], repeat: int) -> str:
+    """Table 2b: the whole run core (``interpreter.core.RunCore``) driven to the end, answering
+    every activity at once: the workflow-task CPU a run spends per node, without Temporal."""
+    from interpreter.commands import StartActivity
+    from interpreter.core import RunCore, RunIdentity
+    from interpreter.events import WorkCompleted
+    from interpreter.plan import load_plan
+
+    identity = RunIdentity("bench", "run", "bench")
+    rows: list[list[object]] = []
+    for shape in SHAPES[:3]:
+        for n in sizes:
+            deps = shape.deps(n, random.Random(n))
+            nodes = []
+            for i, d in enumerate(deps):
+                node: dict[str, Any] = {"id": f"n{i}", "type": "bench.noop"}
+                if d:
+                    node["depends_on"] = [f"n{j}" for j in d]
+                    node["config"] = {"value": f"${{{{ nodes.n{d[0]}.output }}}}"}
+                nodes.append(node)
+            plan = load_plan({"format": 2, "name": "bench", "nodes": nodes})
+
+            def run(plan: Any = plan) -> float:
+                start = time.perf_counter_ns()
+                core = RunCore(plan, {}, identity, started_at=NOW)
+                pending = deque(c.label for c in core.start(NOW) if isinstance(c, StartActivity))
+                while pending:
+                    label = pending.popleft()
+                    for command in core.feed(WorkCompleted(label, 1), NOW):
+                        if isinstance(command, StartActivity):
+                            pending.append(command.label)
+                assert core.ended
+                return time.perf_counter_ns() - start
+
+            ns = best_of(repeat if n < 10_000 else 2, run)
+            rows.append([shape.name, n, ns / n / 1000])
+    smallest: dict[str, float] = {}
+    for row in rows:
+        smallest.setdefault(str(row[0]), float(str(row[2])))
+        row.append(float(str(row[2])) / smallest[str(row[0])])
+    return table(["shape", "nodes", "µs per node", "vs smallest"], rows)
 
 
 # -- expressions -------------------------------------------------------------------------------
@@ -359,6 +399,7 @@ def bench_expressions(sizes: list[int], repeat: int) -> str:
 def _sections(args: argparse.Namespace) -> Iterator[tuple[str, Callable[[], str]]]:
     sizes: list[int] = args.sizes
     yield "Scheduler core", lambda: bench_scheduler(sizes, args.repeat)
+    yield "Run core (workflow-task CPU per node)", lambda: bench_core(sizes, args.repeat)
     if not args.skip_definitions:
         yield "Loading definitions", lambda: bench_definitions(sizes, args.repeat)
     yield "Expressions, per node", lambda: bench_expressions(sizes, args.repeat)

@@ -1452,9 +1452,8 @@ class RunCore:
         self._set_status(status)
 
     def _waiting_only(self) -> bool:
-        if not self.work or self._in_flight or self.scheduler.has_ready():
-            return False
-        return all(w.kind in _WAITS for w in self.work.values())
+        # Work is activities and children (counted in flight) or waits: O(1), every event.
+        return bool(self.work) and not self._in_flight and not self.scheduler.has_ready()
 
     def _set_status(self, status: str) -> None:
         if status == self.status:

@@ -51,9 +51,7 @@ def _replayer() -> Replayer:
     )
 
 
-@pytest.mark.parametrize(
-    "path", FILES, ids=[f"{path.parent.name}/{path.stem}" for path in FILES]
-)
+@pytest.mark.parametrize("path", FILES, ids=[f"{path.parent.name}/{path.stem}" for path in FILES])
 async def test_replay(path: Path) -> None:
     data = json.loads(path.read_text())
     history = WorkflowHistory.from_json(workflow_id_of(path), data)
@@ -77,7 +75,10 @@ async def test_replay_detects_a_history_the_workflow_would_not_produce(folder: s
     # The same history, but the run's plan now names another node type for `b`: the workflow
     # would schedule a different activity than the history holds.
     def change(run_input: dict[str, Any]) -> None:
-        nodes = run_input["definition"]["tasks"] if folder == "format1" else run_input["plan"]["nodes"]
+        if folder == "format1":
+            nodes = run_input["definition"]["tasks"]
+        else:
+            nodes = run_input["plan"]["nodes"]
         changed = [n for n in nodes if n["id"] == "b"]
         assert changed and changed[0]["type"] == "test.echo"
         changed[0]["type"] = "test.sleep"

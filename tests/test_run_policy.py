@@ -154,14 +154,20 @@ async def test_continue_as_new_in_the_middle_of_a_foreach(tideflow: Tideflow) ->
         tideflow.run(
             named("""
             name: NAME
+            inputs:
+              numbers: {type: array}
             tasks:
               - id: each
                 type: test.echo
-                foreach: ${{ [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20] }}
+                foreach: ${{ inputs.numbers }}
                 concurrency: 3
                 config: {value: "${{ item }}"}
-              - {id: after, type: test.echo, depends_on: [each], config: {value: "${{ size(nodes.each.output) }}"}}
+              - id: after
+                type: test.echo
+                depends_on: [each]
+                config: {value: "${{ size(nodes.each.output) }}"}
             """),
+            {"numbers": list(range(1, 21))},
             history_limit=30,
         ),
         timeout=60,
