@@ -9,6 +9,7 @@ operate them. The CLI is a thin layer over these functions.
 
 from __future__ import annotations
 
+import getpass
 import os
 import secrets
 from collections.abc import Sequence
@@ -71,6 +72,18 @@ from interpreter.workflow import (
 from starter import telemetry
 
 DEFAULT_ADDRESS = "localhost:7233"
+
+
+def acting_user() -> str:
+    """Who acts through this process: ``TIDEFLOW_USER``, else the operating system's user name
+    (recorded as ``by`` of approvals and operator actions)."""
+    explicit = os.environ.get("TIDEFLOW_USER", "").strip()
+    if explicit:
+        return explicit
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (containers)
+        return "unknown"
 
 
 class ControlError(RuntimeError):

@@ -661,7 +661,7 @@ async def test_compile_piped(cli: Cli, tmp_path: Path) -> None:
     assert done.code == 0, done.stderr
     compiled = done.json()
     assert compiled["inputs"] == {"who": "x"}
-    assert compiled["definition"]["name"] == "CLI greet"
+    assert compiled["plan"]["name"] == "CLI greet"
 
 
 def _row(text: str, first_cell: str) -> list[str]:
@@ -742,6 +742,20 @@ async def test_reject_and_cancel_piped(cli: Cli, tideflow: Tideflow) -> None:
     assert (cancel.code, cancel.stdout) == (0, f"cancellation requested for {cancelled.id}\n")
     assert (await tideflow.result(rejected)).status == "failed"
     assert (await tideflow.result(cancelled)).status == "cancelled"
+
+
+async def test_fail_gives_up_on_a_node_piped(
+    cli: Cli, tideflow: Tideflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = await tideflow.start(OPERATED)
+    await eventually(lambda: _state(tideflow, handle.id), _waiting_and_stuck)
+    monkeypatch.setenv("TIDEFLOW_USER", "ana")
+    done = await cli("fail", handle.id, "shaky", "--reason", "not worth it")
+    assert (done.code, done.stdout, done.stderr) == (0, f"failed shaky of {handle.id}\n", "")
+    report = await tideflow.result(handle)
+    assert report.status == "failed"
+    assert report.nodes["shaky"].status == "failed"
+    assert "by ana: not worth it" in (report.nodes["shaky"].error or "")
 
 
 CORRELATED = """
