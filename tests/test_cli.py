@@ -757,6 +757,14 @@ async def test_fail_gives_up_on_a_node_piped(
     assert report.nodes["shaky"].status == "failed"
     assert "by ana: not worth it" in (report.nodes["shaky"].error or "")
 
+    # The run has ended: the node cannot be failed (or retried) again; the hint says what can.
+    again = await cli("retry", handle.id, "shaky")
+    assert again.code == 1
+    assert again.stderr == (
+        f"retry: run {handle.id} has ended (failed): use `tideflow redrive {handle.id}` "
+        "to run it again from its last checkpoint\n"
+    )
+
 
 CORRELATED = """
 name: CLI correlated
