@@ -6,17 +6,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starter.cli.errors import EXIT_FAILED, Exit, address, connect_failure, first_line
 
+if TYPE_CHECKING:
+    from temporalio.client import WorkflowExecutionDescription
 
-async def connect() -> Any:
-    """The client of ``TEMPORAL_ADDRESS``; a one-line failure when it cannot be reached."""
-    from starter import client
+    from starter.client import RunHandle, TideflowClient
+
+
+async def connect() -> TideflowClient:
+    """The command's one client, of ``TEMPORAL_ADDRESS``, acting as
+    :func:`~starter.client.acting_user`; a one-line failure when it cannot be reached."""
+    from starter.client import TideflowClient
 
     try:
-        return await client.connect()
+        return await TideflowClient.connect()
     except Exception as e:
         raise Exit(EXIT_FAILED, connect_failure(e, address())) from None
 
@@ -28,16 +34,16 @@ def task_queue(args: argparse.Namespace) -> str:
     return str(args.task_queue or WorkerSettings.from_env().task_queue)
 
 
-async def wait_for_worker(temporal: Any, queue: str, seconds: float, *, quiet: float) -> list[str]:
+async def wait_for_worker(
+    client: TideflowClient, queue: str, seconds: float, *, quiet: float
+) -> list[str]:
     """The identities of the workers polling ``queue``, waiting up to ``seconds`` for one
     (saying so after ``quiet`` seconds); a one-line failure when none comes."""
-    from starter import client
-
     loop = asyncio.get_running_loop()
     start = loop.time()
     said = False
     while True:
-        identities = await client.poller_identities(temporal, queue)
+        identities = await client.poller_identities(queue)
         if identities:
             if said:
                 print(f"a worker is polling task queue {queue!r}", file=sys.stderr)
@@ -60,23 +66,24 @@ async def wait_for_worker(temporal: Any, queue: str, seconds: float, *, quiet: f
         await asyncio.sleep(min(0.5, max(seconds - waited, 0.05)))
 
 
-async def open_run(temporal: Any, workflow_id: str, what: str) -> Any:
-    """The description of a run that a worker can answer for; a one-line failure when it is
-    still open and no worker polls its task queue (the request would hang)."""
+async def open_run(
+    client: TideflowClient, workflow_id: str, what: str
+) -> tuple[RunHandle, WorkflowExecutionDescription]:
+    """The handle and description of a run that a worker can answer for; a one-line failure
+    when it is still open and no worker polls its task queue (the request would hang)."""
     from temporalio.client import WorkflowExecutionStatus
 
-    from starter import client
-
-    description = await temporal.get_workflow_handle(workflow_id).describe()
+    run = client.get_run(workflow_id)
+    description = await run.describe()
     running = description.status == WorkflowExecutionStatus.RUNNING
     queue = description.task_queue
-    if running and not await client.has_workers(temporal, queue):
+    if running and not await client.has_workers(queue):
         raise Exit(
             EXIT_FAILED,
             f"run {workflow_id!r} is running but no worker is polling its task queue "
             f"{queue!r} to {what} (start one with `tideflow worker`)",
         )
-    return description
+    return run, description
 
 
 async def local_inputs(
@@ -116,7 +123,7 @@ class temporal_for_run:
         self.task_queue = task_queue
         self.stack: Any = None
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> TideflowClient:
         if not self.embedded:
             return await connect()
         from activities import WorkerSettings
@@ -125,7 +132,8 @@ class temporal_for_run:
         # The worker polls the queue the run is started on, --task-queue included.
         settings = WorkerSettings.from_env().model_copy(update={"task_queue": self.task_queue})
         self.stack = embedded_temporal(settings)
-        return await self.stack.__aenter__()
+        client: TideflowClient = await self.stack.__aenter__()
+        return client
 
     async def __aexit__(self, *exc: Any) -> None:
         if self.stack is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starter.cli.arguments import (
     Commands,
@@ -16,6 +16,9 @@ from starter.cli.arguments import (
 )
 from starter.cli.connection import connect, open_run
 from starter.cli.errors import EXIT_FAILED, EXIT_OK
+
+if TYPE_CHECKING:
+    from starter.client import RunHandle
 
 
 def register(commands: Commands) -> None:
@@ -70,104 +73,86 @@ def register(commands: Commands) -> None:
 
 
 async def _pause(args: argparse.Namespace) -> int:
-    from starter import client
-
-    temporal = await connect()
-    await client.pause(temporal, args.workflow_id)
+    client = await connect()
+    await client.get_run(args.workflow_id).pause()
     print(f"pause requested for {args.workflow_id}: running nodes finish, nothing new starts")
     return EXIT_OK
 
 
 async def _resume(args: argparse.Namespace) -> int:
-    from starter import client
-
-    temporal = await connect()
-    await client.resume(temporal, args.workflow_id)
+    client = await connect()
+    await client.get_run(args.workflow_id).resume()
     print(f"resume requested for {args.workflow_id}")
     return EXIT_OK
 
 
 async def _cancel(args: argparse.Namespace) -> int:
-    from starter import client
-
-    temporal = await connect()
-    await client.cancel(temporal, args.workflow_id)
+    client = await connect()
+    await client.get_run(args.workflow_id).cancel()
     print(f"cancellation requested for {args.workflow_id}")
     return EXIT_OK
 
 
-async def _updating(args: argparse.Namespace, action: str) -> Any:
-    """A client for an update to a run a worker can accept it for (updates wait for one)."""
-    temporal = await connect()
-    await open_run(temporal, args.workflow_id, f"accept {action}")
-    return temporal
+async def _updating(args: argparse.Namespace, action: str) -> RunHandle:
+    """The run to send an update to, once a worker can accept it (updates wait for one)."""
+    client = await connect()
+    run, _ = await open_run(client, args.workflow_id, f"accept {action}")
+    return run
 
 
 async def _skip(args: argparse.Namespace) -> int:
-    from starter import client
-
-    temporal = await _updating(args, "skip")
+    run = await _updating(args, "skip")
     output = parse_value(args.output) if args.output is not None else None
-    answer = await client.skip(temporal, args.workflow_id, args.node, output)
+    answer = await run.skip(args.node, output)
     later = f" ({answer.message})" if answer.message else ""
     print(f"skipped {args.node} of {args.workflow_id}{later}")
     return EXIT_OK
 
 
 async def _retry(args: argparse.Namespace) -> int:
-    from starter import client
-
-    temporal = await _updating(args, "retry")
-    await client.retry(temporal, args.workflow_id, args.node)
+    run = await _updating(args, "retry")
+    await run.retry(args.node)
     print(f"retrying {args.node} of {args.workflow_id}")
     return EXIT_OK
 
 
 async def _fail(args: argparse.Namespace) -> int:
-    from starter import client
-
-    temporal = await _updating(args, "fail")
-    await client.fail(temporal, args.workflow_id, args.node, args.reason, client.acting_user())
+    run = await _updating(args, "fail")
+    await run.fail(args.node, args.reason)  # by: the client's acting user
     print(f"failed {args.node} of {args.workflow_id}")
     return EXIT_OK
 
 
 async def _set(args: argparse.Namespace) -> int:
-    from starter import client
-
     values = pairs(args.values, "value")
-    temporal = await _updating(args, "set")
-    await client.set_vars(temporal, args.workflow_id, values)
+    run = await _updating(args, "set")
+    await run.set_vars(values)
     print(f"set {', '.join(values)} of {args.workflow_id}")
     return EXIT_OK
 
 
 async def _approve(args: argparse.Namespace) -> int:
-    from starter import client
-
-    temporal = await _updating(args, "approve")
+    run = await _updating(args, "approve")
     approved = not args.reject
-    by = args.by or client.acting_user()
-    await client.approve(temporal, args.workflow_id, args.node, approved, args.comment, by)
+    await run.approve(args.node, approved, args.comment, args.by)
     print(f"{'approved' if approved else 'rejected'} {args.node} of {args.workflow_id}")
     return EXIT_OK
 
 
 async def _emit(args: argparse.Namespace) -> int:
-    from starter import client
     from starter.triggers import new_catalog, start_runs_for_event
 
     payload = parse_value(args.data) if args.data is not None else None
-    temporal = await connect()
+    client = await connect()
     deliveries = await client.deliver_event(
-        temporal, args.event, payload, correlation=args.correlation, workflow_id=args.workflow_id
+        args.event, payload, correlation=args.correlation, workflow_id=args.workflow_id
     )
     _print_deliveries(args.event, args.correlation, deliveries)
     if args.workflow_id:
         return EXIT_OK
     folder = definitions_folder(args, required=args.definitions is not None)
     starts = await start_runs_for_event(
-        temporal, new_catalog(folder), args.event, payload, key=args.key
+        client, new_catalog(folder), args.event, payload, key=args.key
     )
     print(f"emit {args.event}: started {sum(r.new for r in starts.started)} run(s)")
     for run in starts.started:

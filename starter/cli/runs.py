@@ -81,14 +81,12 @@ def _start_args(p: argparse.ArgumentParser) -> None:
 
 
 async def _start(args: argparse.Namespace) -> int:
-    from starter import client
-
     definition = load_definition(args.file)
     given = inputs(args)
     check_inputs(definition, given)
-    temporal = await connect()
+    client = await connect()
     queue = task_queue(args)
-    identities = await client.poller_identities(temporal, queue)
+    identities = await client.poller_identities(queue)
     if not identities:
         print(
             f"note: no worker is polling task queue {queue!r}: the run waits until one does "
@@ -96,56 +94,52 @@ async def _start(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     given = await local_inputs(args, given, identities)
-    handle = await client.start(
-        temporal, definition, given, workflow_id=args.workflow_id, task_queue=queue
-    )
-    print(handle.id)
-    print(f"Web UI: {client.web_ui_url(handle.id, handle.result_run_id)}", file=sys.stderr)
+    run = await client.start(definition, given, workflow_id=args.workflow_id, task_queue=queue)
+    print(run.id)
+    print(f"Web UI: {run.web_ui_url()}", file=sys.stderr)
     return EXIT_OK
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from starter import client
+    from starter.client import web_ui_url
     from starter.progress import follow
 
     definition = load_definition(args.file)
     given = inputs(args)
     check_inputs(definition, given)
     queue = task_queue(args)
-    async with temporal_for_run(args.embedded, queue) as temporal:
+    async with temporal_for_run(args.embedded, queue) as client:
         # The embedded worker starts polling a moment after it starts: no false alarm.
         identities = await wait_for_worker(
-            temporal, queue, args.wait_for_worker, quiet=2.0 if args.embedded else 0.0
+            client, queue, args.wait_for_worker, quiet=2.0 if args.embedded else 0.0
         )
         given = await local_inputs(args, given, identities)
-        handle = await client.start(
-            temporal, definition, given, workflow_id=args.workflow_id, task_queue=queue
-        )
+        run = await client.start(definition, given, workflow_id=args.workflow_id, task_queue=queue)
         if not args.json:
-            print(f"started {handle.id}", file=sys.stderr)
-            await follow(temporal, handle.id, definition)
-        report = await client.result(temporal, handle.id, handle.result_run_id)
+            print(f"started {run.id}", file=sys.stderr)
+            await follow(client.temporal, run.id, definition)
+        report = await run.report()
     if args.json:
         print_json(report)
     else:
         from starter.progress import print_report
 
         print_report(report)
-        print(f"Web UI: {client.web_ui_url(report.workflow_id, report.run_id)}")
+        print(f"Web UI: {web_ui_url(report.workflow_id, report.run_id)}")
     return EXIT_OK if report.status == "completed" else EXIT_FAILED
 
 
 async def _status(args: argparse.Namespace) -> int:
     from temporalio.client import WorkflowExecutionStatus
 
-    from starter import client
+    from starter.client import web_ui_url
     from starter.progress import print_state, retries
 
-    temporal = await connect()
-    handle = temporal.get_workflow_handle(args.workflow_id)
-    description = await handle.describe()
+    client = await connect()
+    run = client.get_run(args.workflow_id)
+    description = await run.describe()
     queue = description.task_queue
-    if not await client.has_workers(temporal, queue):
+    if not await client.has_workers(queue):
         # The state query is answered by a worker only: it would hang until a timeout.
         if description.status == WorkflowExecutionStatus.RUNNING:
             raise Exit(
@@ -160,32 +154,28 @@ async def _status(args: argparse.Namespace) -> int:
             f"queue {queue!r} to show its nodes (`tideflow result {args.workflow_id}` shows "
             "its report)",
         )
-    state = await client.status(temporal, args.workflow_id, timeout=15)
+    state = await run.state(timeout=15)
     if args.json:
         print_json(state)
     else:
-        link = client.web_ui_url(args.workflow_id, description.run_id)
-        print_state(args.workflow_id, state, await retries(handle), link)
+        link = web_ui_url(args.workflow_id, description.run_id, client.namespace)
+        print_state(args.workflow_id, state, await retries(run.temporal), link)
     return EXIT_OK
 
 
 async def _result(args: argparse.Namespace) -> int:
-    from starter import client
-
-    temporal = await connect()
-    await open_run(temporal, args.workflow_id, "finish it")
-    report = await client.result(temporal, args.workflow_id)
+    client = await connect()
+    run, _ = await open_run(client, args.workflow_id, "finish it")
+    report = await run.report()
     print_json(report)
     return EXIT_OK if report.status == "completed" else EXIT_FAILED
 
 
 async def _list(args: argparse.Namespace) -> int:
-    from starter import client
-
-    temporal = await connect()
+    client = await connect()
     try:
         runs = await client.list_runs(
-            temporal, definition=args.definition, status=args.status, limit=args.limit
+            definition=args.definition, status=args.status, limit=args.limit
         )
     except ValueError as e:
         raise Exit(EXIT_BAD_INPUT, str(e)) from None

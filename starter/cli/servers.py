@@ -7,11 +7,14 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starter.cli.arguments import Commands, add_definitions_arg, definitions_folder
 from starter.cli.connection import connect
 from starter.cli.errors import EXIT_FAILED, EXIT_OK, Exit
+
+if TYPE_CHECKING:
+    from starter.client import TideflowClient
 
 
 def register(commands: Commands) -> None:
@@ -82,10 +85,10 @@ async def _triggers(args: argparse.Namespace) -> int:
     catalog = new_catalog(definitions_folder(args))
     for line in trigger_summary(catalog.entries()) or [f"{catalog.folder}: no triggers"]:
         print(line)
-    temporal = await connect()
+    client = await connect()
 
-    async def connected() -> Any:
-        return temporal
+    async def connected() -> TideflowClient:
+        return client
 
     runner = TriggerRunner(catalog, connected, poll_seconds=args.poll_seconds)
     if args.once:
