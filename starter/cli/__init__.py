@@ -1,7 +1,8 @@
 """``tideflow``: the command line. Thin: parse arguments, call :mod:`starter.client`, print.
 
-Each command module holds a family of commands and a ``register(commands)`` that adds them;
-:data:`COMMAND_MODULES` lists the modules (a new family is one more line there). Exit codes:
+Each command module holds a family of commands and a ``register(commands)`` that adds them
+(:class:`~starter.cli.arguments.Commands`); :data:`COMMAND_MODULES` names the modules, so a
+new family is one more line there. Exit codes:
 0 success (a run completed), 1 a run failed or a request was refused, 2 bad input (an invalid
 definition, bad inputs, bad arguments).
 """
@@ -10,11 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
-from starter.cli import control, definitions, runs, servers
 from starter.cli.arguments import Commands
 from starter.cli.errors import (
     EXIT_BAD_INPUT,
@@ -27,12 +28,13 @@ from starter.cli.errors import (
 )
 
 COMMAND_MODULES = (
-    definitions,
-    runs,
-    control,
-    servers,
+    "definitions",
+    "runs",
+    "control",
+    "servers",
 )
-"""The command modules, in the order their commands are listed by ``tideflow --help``."""
+"""The command modules of this package (each with ``register(commands)``), in the order their
+commands are listed by ``tideflow --help``."""
 
 
 def entry() -> None:
@@ -54,8 +56,8 @@ def parser() -> argparse.ArgumentParser:
         prog="tideflow", description="Durable YAML workflows on Temporal."
     )
     commands = Commands(root)
-    for module in COMMAND_MODULES:
-        module.register(commands)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"starter.cli.{name}").register(commands)
     return root
 
 

@@ -4,8 +4,9 @@ every control action, each answering a run that has ended with one clear line.""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from pydantic import BaseModel
 from temporalio.client import (
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
@@ -39,8 +40,6 @@ from starter.client.web_ui import web_ui_url
 
 if TYPE_CHECKING:
     from starter.client.tideflow_client import TideflowClient
-
-_Request = TypeVar("_Request")
 
 _REDRIVABLE = frozenset({"failed", "cancelled", "terminated", "timed_out"})
 """How a run ends when ``tideflow redrive`` can run it again."""
@@ -233,7 +232,7 @@ class RunHandle:
         return await self._update(TideflowWorkflow.approve, request)
 
     async def _update(
-        self, update: Any, request: _Request, *, redrive_hint: bool = False
+        self, update: Any, request: BaseModel, *, redrive_hint: bool = False
     ) -> ControlAnswer:
         try:
             answer: ControlAnswer = await self._handle.execute_update(update, request)
