@@ -52,7 +52,7 @@ def visibility_query(definition: str | None = None, status: str | None = None) -
     if status in _OPEN_ONLY:
         clauses.append(f'{STATUS_KEY.name} = "{status}"')
         clauses.append('ExecutionStatus = "Running"')
-    elif status:
+    elif status is not None:  # "" too: an empty filter is a mistake, not "any"
         names = {v: k for k, v in EXECUTION_STATUS.items()}
         if status not in names:
             raise ValueError(
