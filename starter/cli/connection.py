@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from starter.cli.errors import EXIT_FAILED, Exit, address, connect_failure, first_line
@@ -115,26 +117,17 @@ async def local_inputs(
     return resolved
 
 
-class temporal_for_run:
-    """A connection, or (with ``embedded``) an embedded server and worker when none answers."""
+@asynccontextmanager
+async def client_for_run(embedded: bool, task_queue: str) -> AsyncIterator[TideflowClient]:
+    """A connected client, or (with ``embedded``) one of an embedded server and worker when
+    no server answers."""
+    if not embedded:
+        yield await connect()
+        return
+    from activities import WorkerSettings
+    from starter.embedded import embedded_temporal
 
-    def __init__(self, embedded: bool, task_queue: str) -> None:
-        self.embedded = embedded
-        self.task_queue = task_queue
-        self.stack: Any = None
-
-    async def __aenter__(self) -> TideflowClient:
-        if not self.embedded:
-            return await connect()
-        from activities import WorkerSettings
-        from starter.embedded import embedded_temporal
-
-        # The worker polls the queue the run is started on, --task-queue included.
-        settings = WorkerSettings.from_env().model_copy(update={"task_queue": self.task_queue})
-        self.stack = embedded_temporal(settings)
-        client: TideflowClient = await self.stack.__aenter__()
-        return client
-
-    async def __aexit__(self, *exc: Any) -> None:
-        if self.stack is not None:
-            await self.stack.__aexit__(*exc)
+    # The worker polls the queue the run is started on, --task-queue included.
+    settings = WorkerSettings.from_env().model_copy(update={"task_queue": task_queue})
+    async with embedded_temporal(settings) as client:
+        yield client

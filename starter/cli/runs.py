@@ -14,11 +14,11 @@ from starter.cli.arguments import (
     print_json,
 )
 from starter.cli.connection import (
+    client_for_run,
     connect,
     local_inputs,
     open_run,
     task_queue,
-    temporal_for_run,
     wait_for_worker,
 )
 from starter.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, Exit
@@ -108,7 +108,7 @@ async def _run(args: argparse.Namespace) -> int:
     given = inputs(args)
     check_inputs(definition, given)
     queue = task_queue(args)
-    async with temporal_for_run(args.embedded, queue) as client:
+    async with client_for_run(args.embedded, queue) as client:
         # The embedded worker starts polling a moment after it starts: no false alarm.
         identities = await wait_for_worker(
             client, queue, args.wait_for_worker, quiet=2.0 if args.embedded else 0.0
