@@ -50,17 +50,13 @@ async def run_demo() -> int:
     invoices = sample_invoices()
     if not shutil.which("tesseract"):
         console.print("[yellow]tesseract is not installed: the scanned invoice is left out[/]")
-    async with embedded_temporal(settings) as temporal:
-        handles = [
-            await tideflow.start(temporal, definition, {"document": str(path)}) for path in invoices
-        ]
+    async with embedded_temporal(settings) as client:
+        runs = [await client.start(definition, {"document": str(path)}) for path in invoices]
         console.print(
-            f"started {len(handles)} runs of [bold]{escape(definition.display_name or '')}[/] "
+            f"started {len(runs)} runs of [bold]{escape(definition.display_name or '')}[/] "
             f"{escape(definition.display_version)}; extracting with the AI family…"
         )
-        reports = await asyncio.gather(
-            *(tideflow.result(temporal, h.id, h.result_run_id) for h in handles)
-        )
+        reports = await asyncio.gather(*(run.report() for run in runs))
     expected = _expected()
     console.print(_table(invoices, reports, expected))
     for report in reports:

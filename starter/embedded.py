@@ -12,10 +12,8 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from temporalio.client import Client
-
 from activities import WorkerSettings
-from starter import client as tideflow
+from starter.client import DEFAULT_ADDRESS, TideflowClient
 from starter.server import DevServer, data_home, ensure_search_attributes
 
 
@@ -29,8 +27,11 @@ def _answers(address: str) -> bool:
 
 
 @asynccontextmanager
-async def embedded_temporal(settings: WorkerSettings | None = None) -> AsyncIterator[Client]:
-    """A connected client with a worker running in this process for the block's duration."""
+async def embedded_temporal(
+    settings: WorkerSettings | None = None,
+) -> AsyncIterator[TideflowClient]:
+    """A connected client with a worker running in this process (on the same connection) for
+    the block's duration."""
     from worker import running_worker
 
     # The in-process worker's own logs (a traceback per failed attempt) would bury the run's
@@ -38,14 +39,14 @@ async def embedded_temporal(settings: WorkerSettings | None = None) -> AsyncIter
     logging.getLogger("temporalio").setLevel(logging.ERROR)
     # A worker for the person at this machine: their own network and the examples are fair game.
     settings = settings or WorkerSettings.from_env().for_development()
-    address = os.environ.get("TEMPORAL_ADDRESS", tideflow.DEFAULT_ADDRESS)
+    address = os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS)
     if not _answers(address):
         server = DevServer(data_dir=data_home())
         print(f"starting the embedded Temporal server (data in {server.data_dir})", file=sys.stderr)
         server.start_background()
         address = server.address
         os.environ["TEMPORAL_ADDRESS"] = address
-    client = await tideflow.connect(address, settings=settings)
-    await ensure_search_attributes(client)
-    async with running_worker(client, settings):
+    client = await TideflowClient.connect(address, settings=settings)
+    await ensure_search_attributes(client.temporal)
+    async with running_worker(client.temporal, settings):
         yield client

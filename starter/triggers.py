@@ -33,7 +33,6 @@ from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from temporalio.client import (
-    Client,
     Schedule,
     ScheduleActionStartWorkflow,
     ScheduleAlreadyRunningError,
@@ -66,6 +65,7 @@ from interpreter.model import (
 from interpreter.workflow import WORKFLOW_NAME
 from starter import client as tideflow
 from starter._catalog import Catalog, Entry
+from starter.client import TideflowClient
 
 log = logging.getLogger("tideflow.triggers")
 
@@ -164,7 +164,7 @@ class StartedRun:
 
 
 async def _start_once(
-    client: Client,
+    client: TideflowClient,
     definition: Definition,
     inputs: dict[str, Any],
     *,
@@ -176,8 +176,7 @@ async def _start_once(
     refused by Temporal (also once the first run has closed) and reported with ``new`` False.
     Raises InputError before anything starts."""
     try:
-        handle = await tideflow.start(
-            client,
+        run = await client.start(
             definition,
             inputs,
             workflow_id=workflow_id,
@@ -187,7 +186,7 @@ async def _start_once(
         )
     except WorkflowAlreadyStartedError:
         return StartedRun(definition.slug, workflow_id, None, new=False, source=source)
-    return StartedRun(definition.slug, handle.id, handle.result_run_id, source=source)
+    return StartedRun(definition.slug, run.id, run.run_id, source=source)
 
 
 def _digest(*parts: str, length: int = 20) -> str:
@@ -223,7 +222,7 @@ def event_inputs(trigger: EventTrigger, payload: Any) -> dict[str, Any]:
 
 
 async def start_runs_for_event(
-    client: Client,
+    client: TideflowClient,
     catalog: Catalog,
     name: str,
     payload: Any = None,
@@ -237,7 +236,7 @@ async def start_runs_for_event(
     event twice starts each run once. A definition whose inputs refuse the payload is reported
     in ``refused``; it does not stop the others.
     """
-    queue = task_queue or WorkerSettings.from_env().task_queue
+    queue = task_queue or client.task_queue
     out = EventStarts()
     for entry in catalog.valid():
         definition = entry.definition
@@ -252,10 +251,8 @@ async def start_runs_for_event(
             inputs = event_inputs(trigger, payload)
             try:
                 if key is None:
-                    handle = await tideflow.start(client, definition, inputs, task_queue=queue)
-                    run = StartedRun(
-                        entry.slug, handle.id, handle.result_run_id, source=f"event:{name}"
-                    )
+                    handle = await client.start(definition, inputs, task_queue=queue)
+                    run = StartedRun(entry.slug, handle.id, handle.run_id, source=f"event:{name}")
                 else:
                     run = await _start_once(
                         client,
@@ -360,30 +357,32 @@ def _describe(trigger: ScheduleTrigger) -> str:
     return f"{when} {trigger.timezone}" if trigger.timezone else when
 
 
-async def _current_fingerprint(client: Client, description: Any) -> str | None:
+async def _current_fingerprint(client: TideflowClient, description: Any) -> str | None:
     action = description.schedule.action
     memo = getattr(action, "memo", None) or {}
     raw = memo.get(MEMO_KEY)
     if raw is None:
         return None
     try:
-        decoded = (await client.data_converter.decode([raw]))[0] if hasattr(raw, "data") else raw
+        decoded = (
+            (await client.temporal.data_converter.decode([raw]))[0] if hasattr(raw, "data") else raw
+        )
     except Exception:  # a memo not written by us: treat as out of date
         return None
     return decoded.get("fingerprint") if isinstance(decoded, dict) else None
 
 
 async def _ensure_schedule(
-    client: Client, sid: str, schedule: Schedule, fingerprint: str
+    client: TideflowClient, sid: str, schedule: Schedule, fingerprint: str
 ) -> Literal["created", "updated", "unchanged"]:
-    handle = client.get_schedule_handle(sid)
+    handle = client.temporal.get_schedule_handle(sid)
     try:
         description = await handle.describe()
     except RPCError as e:
         if e.status != RPCStatusCode.NOT_FOUND:
             raise
         try:
-            await client.create_schedule(sid, schedule)
+            await client.temporal.create_schedule(sid, schedule)
             return "created"
         except ScheduleAlreadyRunningError:  # created meanwhile by another process: update it
             description = await handle.describe()
@@ -404,7 +403,7 @@ async def _ensure_schedule(
 
 
 async def sync_schedules(
-    client: Client, catalog: Catalog, *, task_queue: str | None = None
+    client: TideflowClient, catalog: Catalog, *, task_queue: str | None = None
 ) -> list[ScheduleChange]:
     """Make the namespace's ``tideflow-`` schedules match the schedule triggers of the folder.
 
@@ -413,7 +412,7 @@ async def sync_schedules(
     with problems, are kept as they are until the file is fixed; schedules whose definition or
     trigger is gone are deleted.
     """
-    queue = task_queue or WorkerSettings.from_env().task_queue
+    queue = task_queue or client.task_queue
     changes: list[ScheduleChange] = []
     wanted: set[str] = set()
     protected_slugs: set[str] = set()
@@ -442,7 +441,7 @@ async def sync_schedules(
                 changes.append(ScheduleChange(sid, "failed", entry.slug, e.message))
                 continue
             changes.append(ScheduleChange(sid, action, entry.slug, _describe(trigger)))
-    async for listed in await client.list_schedules():
+    async for listed in await client.temporal.list_schedules():
         sid = listed.id
         if not sid.startswith(SCHEDULE_PREFIX) or sid in wanted:
             continue
@@ -451,7 +450,7 @@ async def sync_schedules(
             changes.append(ScheduleChange(sid, "kept", slug, "its definition file is invalid"))
             continue
         try:
-            await client.get_schedule_handle(sid).delete()
+            await client.temporal.get_schedule_handle(sid).delete()
         except RPCError as e:
             if e.status == RPCStatusCode.NOT_FOUND:  # already gone (the listing lags behind)
                 continue
@@ -624,7 +623,7 @@ class DocumentWatcher:
         """``<slug>-doc-<hash of location and version>``: the idempotency key of a document."""
         return f"{self.entry.slug}-doc-{_digest(item.location, item.version)}"
 
-    async def poll(self, client: Client, task_queue: str) -> list[StartedRun]:
+    async def poll(self, client: TideflowClient, task_queue: str) -> list[StartedRun]:
         """Start a run for each new, complete file that passes the filter."""
         found = await asyncio.to_thread(self._list)
         started: list[StartedRun] = []
@@ -667,7 +666,9 @@ class PollResult:
     errors: list[str] = field(default_factory=list)
 
 
-ClientGetter = Callable[[], Awaitable[Client]]
+ClientGetter = Callable[[], Awaitable[TideflowClient]]
+"""How the trigger loop gets its client: on each pass, so a client connected late (or again
+after a failure) is picked up."""
 
 
 class TriggerRunner:

@@ -744,6 +744,28 @@ async def test_reject_and_cancel_piped(cli: Cli, tideflow: Tideflow) -> None:
     assert (await tideflow.result(cancelled)).status == "cancelled"
 
 
+async def test_fail_gives_up_on_a_node_piped(
+    cli: Cli, tideflow: Tideflow, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handle = await tideflow.start(OPERATED)
+    await eventually(lambda: _state(tideflow, handle.id), _waiting_and_stuck)
+    monkeypatch.setenv("TIDEFLOW_USER", "ana")
+    done = await cli("fail", handle.id, "shaky", "--reason", "not worth it")
+    assert (done.code, done.stdout, done.stderr) == (0, f"failed shaky of {handle.id}\n", "")
+    report = await tideflow.result(handle)
+    assert report.status == "failed"
+    assert report.nodes["shaky"].status == "failed"
+    assert "by ana: not worth it" in (report.nodes["shaky"].error or "")
+
+    # The run has ended: the node cannot be failed (or retried) again; the hint says what can.
+    again = await cli("retry", handle.id, "shaky")
+    assert again.code == 1
+    assert again.stderr == (
+        f"retry: run {handle.id} has ended (failed): use `tideflow redrive {handle.id}` "
+        "to run it again from its last checkpoint\n"
+    )
+
+
 CORRELATED = """
 name: CLI correlated
 tasks:

@@ -33,6 +33,7 @@ from interpreter.workflow import DEFINITION_KEY, VERSION_KEY
 from starter import client as tideflow_client
 from starter._catalog import Entry
 from starter.api import create_app
+from starter.client import TideflowClient
 from starter.triggers import (
     DocumentWatcher,
     TriggerRunner,
@@ -105,9 +106,14 @@ def _settings(tideflow: Tideflow, home: Path) -> WorkerSettings:
     return WorkerSettings(home=home, task_queue=tideflow.task_queue)
 
 
-def _getter(client: Client) -> Callable[[], Awaitable[Client]]:
-    async def get() -> Client:
-        return client
+def _client(tideflow: Tideflow) -> TideflowClient:
+    """The session's Temporal client, as the triggers take it."""
+    return TideflowClient(tideflow.client, task_queue=tideflow.task_queue)
+
+
+def _getter(client: Client) -> Callable[[], Awaitable[TideflowClient]]:
+    async def get() -> TideflowClient:
+        return TideflowClient(client)
 
     return get
 
@@ -123,7 +129,7 @@ async def clean_schedules(tideflow: Tideflow, tmp_path: Path) -> AsyncIterator[N
     yield
     empty = tmp_path / "no-definitions"
     empty.mkdir(exist_ok=True)
-    await sync_schedules(tideflow.client, new_catalog(empty), task_queue=tideflow.task_queue)
+    await sync_schedules(_client(tideflow), new_catalog(empty), task_queue=tideflow.task_queue)
 
 
 # --- filters ------------------------------------------------------------------------------------
@@ -179,7 +185,7 @@ async def test_schedules_are_synced_idempotently_and_a_trigger_runs(
     slug = catalog.entries()[0].slug
     nightly, hourly = schedule_id(slug, 0), schedule_id(slug, 1)
 
-    changes = await sync_schedules(client, catalog, task_queue=tideflow.task_queue)
+    changes = await sync_schedules(_client(tideflow), catalog, task_queue=tideflow.task_queue)
     assert {(c.schedule_id, c.action) for c in changes} >= {
         (nightly, "created"),
         (hourly, "created"),
@@ -204,7 +210,7 @@ async def test_schedules_are_synced_idempotently_and_a_trigger_runs(
     assert hourly_spec.intervals[0].every == timedelta(hours=1)
 
     # Syncing again changes nothing.
-    again = await sync_schedules(client, catalog, task_queue=tideflow.task_queue)
+    again = await sync_schedules(_client(tideflow), catalog, task_queue=tideflow.task_queue)
     assert {(c.schedule_id, c.action) for c in again if c.definition == slug} == {
         (nightly, "unchanged"),
         (hourly, "unchanged"),
@@ -227,7 +233,7 @@ async def test_schedules_are_synced_idempotently_and_a_trigger_runs(
     # plan, did not change), keeping a pause an operator made.
     await handle.pause(note="paused by ops")
     path.write_text(_yaml(SCHEDULED.format(name=name, cron="30 4 * * *")))
-    changed = await sync_schedules(client, catalog, task_queue=tideflow.task_queue)
+    changed = await sync_schedules(_client(tideflow), catalog, task_queue=tideflow.task_queue)
     assert {(c.schedule_id, c.action) for c in changed if c.definition == slug} == {
         (nightly, "updated"),
         (hourly, "unchanged"),
@@ -238,7 +244,7 @@ async def test_schedules_are_synced_idempotently_and_a_trigger_runs(
 
     # While the file does not validate, its schedules are kept as they are.
     path.write_text("name: " + name + "\ntasks: [{id: x, type: nope}]\n")
-    kept = await sync_schedules(client, catalog, task_queue=tideflow.task_queue)
+    kept = await sync_schedules(_client(tideflow), catalog, task_queue=tideflow.task_queue)
     assert {(c.schedule_id, c.action) for c in kept if c.definition == slug} == {
         (nightly, "kept"),
         (hourly, "kept"),
@@ -247,7 +253,7 @@ async def test_schedules_are_synced_idempotently_and_a_trigger_runs(
     # A trigger removed from the definition: its schedule is deleted, the other one stays.
     fixed = _yaml(SCHEDULED.format(name=name, cron="30 4 * * *"))
     path.write_text(fixed.split("  - type: schedule\n    every: 1h\n")[0] + fixed.split("1h\n")[1])
-    removed = await sync_schedules(client, catalog, task_queue=tideflow.task_queue)
+    removed = await sync_schedules(_client(tideflow), catalog, task_queue=tideflow.task_queue)
     assert (hourly, "deleted") in {(c.schedule_id, c.action) for c in removed}
     with pytest.raises(RPCError):
         await client.get_schedule_handle(hourly).describe()
@@ -293,11 +299,11 @@ async def test_trigger_inputs_that_cannot_start_a_run_are_located_definition_pro
         ),
     ]
 
-    changes = await sync_schedules(tideflow.client, catalog, task_queue=tideflow.task_queue)
+    changes = await sync_schedules(_client(tideflow), catalog, task_queue=tideflow.task_queue)
     mine = [(c.schedule_id, c.action) for c in changes if c.definition == "bad-triggers"]
     assert mine == []  # an invalid file's triggers never become schedules
     starts = await start_runs_for_event(
-        tideflow.client, catalog, "bad.triggers", {"x": 1}, task_queue=tideflow.task_queue
+        _client(tideflow), catalog, "bad.triggers", {"x": 1}, task_queue=tideflow.task_queue
     )
     assert starts.started == [] and starts.refused == []  # an invalid file listens to nothing
 
@@ -310,7 +316,7 @@ async def test_a_cron_the_server_refuses_fails_alone(
     _write(folder, "bad-cron.yaml", SCHEDULED.format(name="Bad Cron", cron="99 * * * *"))
     _write(folder, "good-cron.yaml", SCHEDULED.format(name="Good Cron", cron="0 3 * * *"))
     changes = await sync_schedules(
-        tideflow.client, new_catalog(folder), task_queue=tideflow.task_queue
+        _client(tideflow), new_catalog(folder), task_queue=tideflow.task_queue
     )
     actions = {c.schedule_id: c.action for c in changes}
     assert actions[schedule_id("bad-cron", 0)] == "failed"
@@ -517,7 +523,7 @@ async def test_an_event_starts_runs_of_listening_definitions(
     catalog = new_catalog(folder)
 
     starts = await start_runs_for_event(
-        tideflow.client, catalog, event, {"level": "high"}, task_queue=tideflow.task_queue
+        _client(tideflow), catalog, event, {"level": "high"}, task_queue=tideflow.task_queue
     )
     assert sorted(r.definition for r in starts.started) == ["alert-listener", "loose-listener"]
     reports = {

@@ -22,6 +22,7 @@ from starter.api.limits import ApiLimits, install_body_limit
 from starter.api.parsing import DefinitionParser
 from starter.api.routers.docs import install_docs
 from starter.api.runtime import Runtime, TemporalConnection
+from starter.client import TideflowClient
 from starter.triggers import TriggerRunner, new_catalog
 
 log = logging.getLogger("tideflow.api")
@@ -30,7 +31,7 @@ log = logging.getLogger("tideflow.api")
 def create_app(
     definitions: str | Path | None = None,
     *,
-    client: Client | None = None,
+    client: TideflowClient | Client | None = None,
     settings: WorkerSettings | None = None,
     triggers: bool = True,
     poll_seconds: float = 2.0,
@@ -38,8 +39,9 @@ def create_app(
     limits: ApiLimits | None = None,
     warm_parser: bool = False,
 ) -> FastAPI:
-    """The API over a definitions folder; ``client`` is used as is when given (tests), else
-    one is connected from ``TEMPORAL_ADDRESS``. ``triggers`` runs the trigger loop too.
+    """The API over a definitions folder; ``client`` is used when given (a Temporal client is
+    wrapped), else one is connected from ``TEMPORAL_ADDRESS`` on first need. ``triggers``
+    runs the trigger loop too.
     ``limits`` default to :meth:`ApiLimits.from_env` (``max_upload_bytes`` overrides theirs).
     ``warm_parser`` starts a parse worker at startup (:func:`serve` does), so the first posted
     definition does not wait for one to import the node types."""
@@ -47,10 +49,12 @@ def create_app(
     limits = limits or ApiLimits.from_env()
     if max_upload_bytes is not None:
         limits = replace(limits, max_upload_bytes=max_upload_bytes)
+    if isinstance(client, Client):
+        client = TideflowClient(client, task_queue=settings.task_queue)
     runtime = Runtime(
         catalog=new_catalog(definitions_dir(definitions)),
         settings=settings,
-        temporal=TemporalConnection(client, settings),
+        client=TemporalConnection(client, settings),
         limits=limits,
         parser=DefinitionParser(limits.parse),
     )
@@ -58,7 +62,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
-            await runtime.temporal.get()
+            await runtime.client.get()
         except TemporalUnavailable as e:
             log.warning("%s (requests that need it answer 503 until it is back)", e.detail)
         warming = asyncio.create_task(
@@ -69,7 +73,7 @@ def create_app(
         if triggers:
             runner = TriggerRunner(
                 runtime.catalog,
-                runtime.temporal.get,
+                runtime.client.get,
                 settings=settings,
                 poll_seconds=poll_seconds,
             )

@@ -1,5 +1,5 @@
 """What the app holds for its lifetime (the definitions catalog, the worker settings, the one
-Temporal client, the limits and the definition parser) and the dependencies through which
+client, the limits and the definition parser) and the dependencies through which
 routes get them."""
 
 from __future__ import annotations
@@ -10,15 +10,14 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from temporalio.client import Client
 
 from activities import WorkerSettings
 from interpreter import Definition
-from starter import client as tideflow
 from starter._catalog import Catalog, Entry
 from starter.api.errors import ApiError, ProblemOut, TemporalUnavailable
 from starter.api.limits import ApiLimits
 from starter.api.parsing import DefinitionParser
+from starter.client import TideflowClient, connect, default_identity
 
 log = logging.getLogger("tideflow.api")
 
@@ -26,14 +25,14 @@ _CONNECT_TIMEOUT = 10.0
 
 
 class TemporalConnection:
-    """The app's one Temporal client, connected on first need (and again after a failure)."""
+    """The app's one client, connected on first need (and again after a failure)."""
 
-    def __init__(self, client: Client | None, settings: WorkerSettings) -> None:
+    def __init__(self, client: TideflowClient | None, settings: WorkerSettings) -> None:
         self._client = client
         self._settings = settings
         self._lock = asyncio.Lock()
 
-    async def get(self) -> Client:
+    async def get(self) -> TideflowClient:
         """The client; raises :class:`TemporalUnavailable` when Temporal cannot be reached."""
         if self._client is not None:
             return self._client
@@ -42,20 +41,22 @@ class TemporalConnection:
                 self._client = await self._connect()
         return self._client
 
-    async def _connect(self) -> Client:
+    async def _connect(self) -> TideflowClient:
         from starter.server import ServerError, ensure_search_attributes
 
         try:
-            client = await asyncio.wait_for(
-                tideflow.connect(settings=self._settings), _CONNECT_TIMEOUT
+            # Temporal records the API's user@host with what it sends; `by` of approvals is
+            # whom a request names, never the server's user.
+            temporal = await asyncio.wait_for(
+                connect(settings=self._settings, identity=default_identity()), _CONNECT_TIMEOUT
             )
         except Exception as e:
             raise TemporalUnavailable(str(e) or type(e).__name__) from e
         try:
-            await ensure_search_attributes(client, timeout=_CONNECT_TIMEOUT)
+            await ensure_search_attributes(temporal, timeout=_CONNECT_TIMEOUT)
         except ServerError as e:  # runs still start when they are registered another way
             log.warning("%s", e)
-        return client
+        return TideflowClient(temporal, task_queue=self._settings.task_queue)
 
 
 @dataclass
@@ -64,7 +65,7 @@ class Runtime:
 
     catalog: Catalog
     settings: WorkerSettings
-    temporal: TemporalConnection
+    client: TemporalConnection
     limits: ApiLimits
     parser: DefinitionParser
 
@@ -88,12 +89,12 @@ def _runtime(request: Request) -> Runtime:
     return runtime
 
 
-async def _client(request: Request) -> Client:
-    return await _runtime(request).temporal.get()
+async def _client(request: Request) -> TideflowClient:
+    return await _runtime(request).client.get()
 
 
 RuntimeParam = Annotated[Runtime, Depends(_runtime)]
 """A route parameter receiving the app's :class:`Runtime`."""
 
-TemporalParam = Annotated[Client, Depends(_client)]
-"""A route parameter receiving the Temporal client (503 when Temporal is unreachable)."""
+ClientParam = Annotated[TideflowClient, Depends(_client)]
+"""A route parameter receiving the app's client (503 when Temporal is unreachable)."""

@@ -6,16 +6,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Response
-from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from interpreter import Definition
-from starter import client as tideflow
 from starter.api.errors import ApiError
 from starter.api.idempotency import IDEMPOTENCY_HEADER, MEMO_KEY, Idempotency
 from starter.api.models import RunStarted
 from starter.api.runtime import Runtime
+from starter.client import TideflowClient, web_ui_url
 
 
 def run_started(
@@ -26,7 +25,7 @@ def run_started(
         workflow_id=workflow_id,
         run_id=run_id,
         definition=slug,
-        web_ui=tideflow.web_ui_url(workflow_id, run_id),
+        web_ui=web_ui_url(workflow_id, run_id),
         document=document,
     )
 
@@ -53,7 +52,7 @@ class Start:
 
 async def start_run(
     runtime: Runtime,
-    temporal: Client,
+    client: TideflowClient,
     definition: Definition,
     inputs: dict[str, Any],
     workflow_id: str | None,
@@ -63,18 +62,16 @@ async def start_run(
     """Start a run on the API's task queue (inputs are checked first); with ``idempotency``,
     at most once per key (see :mod:`starter.api.idempotency`)."""
     if idempotency is None:
-        handle = await tideflow.start(
-            temporal,
+        run = await client.start(
             definition,
             inputs,
             workflow_id=workflow_id,
             task_queue=runtime.settings.task_queue,
         )
-        return Start(run_started(handle.id, handle.result_run_id, definition.slug, document))
+        return Start(run_started(run.id, run.run_id, definition.slug, document))
     workflow_id = workflow_id or idempotency.workflow_id()
     try:
-        handle = await tideflow.start(
-            temporal,
+        run = await client.start(
             definition,
             inputs,
             workflow_id=workflow_id,
@@ -85,14 +82,14 @@ async def start_run(
             memo=idempotency.memo(definition.slug, document),
         )
     except WorkflowAlreadyStartedError as e:
-        return await _earlier_start(temporal, workflow_id, e.run_id, idempotency)
-    return Start(run_started(handle.id, handle.result_run_id, definition.slug, document))
+        return await _earlier_start(client, workflow_id, e.run_id, idempotency)
+    return Start(run_started(run.id, run.run_id, definition.slug, document))
 
 
 async def _earlier_start(
-    temporal: Client, workflow_id: str, run_id: str | None, idempotency: Idempotency
+    client: TideflowClient, workflow_id: str, run_id: str | None, idempotency: Idempotency
 ) -> Start:
-    described = await temporal.get_workflow_handle(workflow_id, run_id=run_id).describe()
+    described = await client.get_run(workflow_id, run_id).describe()
     memo = await described.memo()
     same_key, same_request = idempotency.matches(memo)
     if not same_key:

@@ -4,29 +4,13 @@ approve)."""
 from __future__ import annotations
 
 from fastapi import APIRouter
-from temporalio.client import Client, WorkflowExecutionStatus
 
 from interpreter.control import Approve, ControlAnswer, RetryNode, SetVars, SkipNode
-from starter import client as tideflow
-from starter.api.errors import ERROR_RESPONSES, ApiError
+from starter.api.errors import ERROR_RESPONSES
 from starter.api.models import ControlDone, ControlOut
-from starter.api.runtime import TemporalParam
+from starter.api.runtime import ClientParam
 
 router = APIRouter(tags=["control"], responses=ERROR_RESPONSES)
-
-
-async def _signal(temporal: Client, workflow_id: str, action: str) -> ControlDone:
-    if action == "pause":
-        await tideflow.pause(temporal, workflow_id)
-    elif action == "resume":
-        await tideflow.resume(temporal, workflow_id)
-    else:
-        described = await temporal.get_workflow_handle(workflow_id).describe()
-        if described.status != WorkflowExecutionStatus.RUNNING:
-            status = described.status.name.lower() if described.status else "closed"
-            raise ApiError(409, f"the run has ended ({status}): nothing to cancel")
-        await tideflow.cancel(temporal, workflow_id)
-    return ControlDone(workflow_id=workflow_id, action=action)
 
 
 def _answer(workflow_id: str, answer: ControlAnswer) -> ControlOut:
@@ -34,46 +18,49 @@ def _answer(workflow_id: str, answer: ControlAnswer) -> ControlOut:
 
 
 @router.post("/runs/{workflow_id}/pause", response_model=ControlDone)
-async def pause(workflow_id: str, temporal: TemporalParam) -> ControlDone:
+async def pause(workflow_id: str, client: ClientParam) -> ControlDone:
     """Let running nodes finish and start nothing new."""
-    return await _signal(temporal, workflow_id, "pause")
+    await client.get_run(workflow_id).pause()
+    return ControlDone(workflow_id=workflow_id, action="pause")
 
 
 @router.post("/runs/{workflow_id}/resume", response_model=ControlDone)
-async def resume(workflow_id: str, temporal: TemporalParam) -> ControlDone:
+async def resume(workflow_id: str, client: ClientParam) -> ControlDone:
     """Start again what became ready while paused."""
-    return await _signal(temporal, workflow_id, "resume")
+    await client.get_run(workflow_id).resume()
+    return ControlDone(workflow_id=workflow_id, action="resume")
 
 
 @router.post("/runs/{workflow_id}/cancel", response_model=ControlDone)
-async def cancel(workflow_id: str, temporal: TemporalParam) -> ControlDone:
-    """Cancel a run: running nodes are cancelled and compensations run."""
-    return await _signal(temporal, workflow_id, "cancel")
+async def cancel(workflow_id: str, client: ClientParam) -> ControlDone:
+    """Cancel a run: running nodes are cancelled and compensations run (409 once it has
+    ended)."""
+    await client.get_run(workflow_id).cancel()
+    return ControlDone(workflow_id=workflow_id, action="cancel")
 
 
 @router.post("/runs/{workflow_id}/skip", response_model=ControlOut)
-async def skip(workflow_id: str, body: SkipNode, temporal: TemporalParam) -> ControlOut:
+async def skip(workflow_id: str, body: SkipNode, client: ClientParam) -> ControlOut:
     """Skip a pending or failed node; downstream nodes see ``output``."""
-    answer = await tideflow.skip(temporal, workflow_id, body.node, body.output)
+    answer = await client.get_run(workflow_id).skip(body.node, body.output)
     return _answer(workflow_id, answer)
 
 
 @router.post("/runs/{workflow_id}/retry", response_model=ControlOut)
-async def retry(workflow_id: str, body: RetryNode, temporal: TemporalParam) -> ControlOut:
+async def retry(workflow_id: str, body: RetryNode, client: ClientParam) -> ControlOut:
     """Run a node that needs attention again."""
-    return _answer(workflow_id, await tideflow.retry(temporal, workflow_id, body.node))
+    return _answer(workflow_id, await client.get_run(workflow_id).retry(body.node))
 
 
 @router.post("/runs/{workflow_id}/vars", response_model=ControlOut)
-async def set_vars(workflow_id: str, body: SetVars, temporal: TemporalParam) -> ControlOut:
+async def set_vars(workflow_id: str, body: SetVars, client: ClientParam) -> ControlOut:
     """Change a run's vars (type-checked against their declared values)."""
-    return _answer(workflow_id, await tideflow.set_vars(temporal, workflow_id, body.values))
+    return _answer(workflow_id, await client.get_run(workflow_id).set_vars(body.values))
 
 
 @router.post("/runs/{workflow_id}/approve", response_model=ControlOut)
-async def approve(workflow_id: str, body: Approve, temporal: TemporalParam) -> ControlOut:
+async def approve(workflow_id: str, body: Approve, client: ClientParam) -> ControlOut:
     """Approve or reject a waiting approval node."""
-    answer = await tideflow.approve(
-        temporal, workflow_id, body.node, body.approved, body.comment, body.by
-    )
+    run = client.get_run(workflow_id)
+    answer = await run.approve(body.node, body.approved, body.comment, body.by)
     return _answer(workflow_id, answer)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from starter import client as tideflow
 from starter.api.errors import ERROR_RESPONSES, ApiError
 from starter.api.idempotency import IDEMPOTENCY_HEADER, IdempotencyKeyParam
 from starter.api.models import EventOut, EventRequest, RefusedOut
-from starter.api.runtime import RuntimeParam, TemporalParam
+from starter.api.runtime import ClientParam, RuntimeParam
 from starter.api.starting import run_started
 from starter.triggers import start_runs_for_event
 
@@ -21,7 +20,7 @@ async def emit(
     name: str,
     body: EventRequest,
     runtime: RuntimeParam,
-    temporal: TemporalParam,
+    client: ClientParam,
     idempotency_key: IdempotencyKeyParam = None,
 ) -> EventOut:
     """Deliver an event to the open runs, then start a run of every definition with an
@@ -31,11 +30,9 @@ async def emit(
         raise ApiError(409, f"the event's key {body.key!r} differs from its {IDEMPOTENCY_HEADER}")
     key = body.key if body.key is not None else idempotency_key
     # Delivered first, so the runs the event starts do not also receive it as a signal.
-    delivered = await tideflow.emit_event(
-        temporal, name, body.payload, correlation=body.correlation
-    )
+    delivered = await client.emit_event(name, body.payload, correlation=body.correlation)
     starts = await start_runs_for_event(
-        temporal,
+        client,
         runtime.catalog,
         name,
         body.payload,

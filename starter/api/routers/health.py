@@ -25,8 +25,8 @@ async def health(runtime: RuntimeParam) -> JSONResponse:
     entries = runtime.catalog.entries()
     state = "ok"
     try:
-        temporal = await runtime.temporal.get()
-        await temporal.service_client.check_health(timeout=timedelta(seconds=5))
+        client = await runtime.client.get()
+        await client.temporal.service_client.check_health(timeout=timedelta(seconds=5))
     except (ApiError, RPCError) as e:
         state = f"unreachable: {getattr(e, 'detail', None) or getattr(e, 'message', e)}"
     body = HealthOut(

@@ -6,17 +6,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from temporalio.client import WorkflowExecutionStatus
 
 from interpreter.report import RunReport
-from interpreter.workflow import TideflowWorkflow
-from starter import client as tideflow
 from starter.api import starting
 from starter.api.errors import ERROR_RESPONSES, field_error
 from starter.api.idempotency import Idempotency, IdempotencyKeyParam
 from starter.api.models import InlineRunRequest, RunStarted, RunStateOut, StartRequest
-from starter.api.runtime import RuntimeParam, TemporalParam
+from starter.api.runtime import ClientParam, RuntimeParam
 from starter.api.starting import EARLIER_RUN
+from starter.client import RunSummary
 
 router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES)
 
@@ -28,7 +26,7 @@ async def start_run(
     slug: str,
     body: StartRequest,
     runtime: RuntimeParam,
-    temporal: TemporalParam,
+    client: ClientParam,
     response: Response,
     idempotency_key: IdempotencyKeyParam = None,
 ) -> RunStarted:
@@ -37,7 +35,7 @@ async def start_run(
     request = {"start": "definition", "slug": slug, **body.model_dump(mode="json")}
     started = await starting.start_run(
         runtime,
-        temporal,
+        client,
         definition,
         body.inputs,
         body.workflow_id,
@@ -50,7 +48,7 @@ async def start_run(
 async def start_inline(
     body: InlineRunRequest,
     runtime: RuntimeParam,
-    temporal: TemporalParam,
+    client: ClientParam,
     response: Response,
     idempotency_key: IdempotencyKeyParam = None,
 ) -> RunStarted:
@@ -60,7 +58,7 @@ async def start_inline(
     request = {"start": "inline", **body.model_dump(mode="json")}
     started = await starting.start_run(
         runtime,
-        temporal,
+        client,
         definition,
         body.inputs,
         body.workflow_id,
@@ -84,9 +82,9 @@ RUN_STATUSES = (
 """The statuses ``GET /runs`` filters on (:func:`starter.client.visibility_query`)."""
 
 
-@router.get("/runs", response_model=list[tideflow.RunSummary])
+@router.get("/runs", response_model=list[RunSummary])
 async def list_runs(
-    temporal: TemporalParam,
+    client: ClientParam,
     definition: Annotated[
         str | None,
         # A slug goes into a visibility query: nothing that could end its quoted string.
@@ -98,32 +96,31 @@ async def list_runs(
         Query(description="the runs' status", json_schema_extra={"enum": list(RUN_STATUSES)}),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-) -> list[tideflow.RunSummary]:
+) -> list[RunSummary]:
     """Recent runs, newest first."""
     try:
-        runs = await tideflow.list_runs(temporal, definition=definition, status=status, limit=limit)
+        runs = await client.list_runs(definition=definition, status=status, limit=limit)
     except ValueError as e:
         raise field_error("status", str(e)) from None
     return runs
 
 
 @router.get("/runs/{workflow_id}", response_model=RunStateOut)
-async def run_state(workflow_id: str, temporal: TemporalParam) -> RunStateOut:
+async def run_state(workflow_id: str, client: ClientParam) -> RunStateOut:
     """The live state of a run: status, node statuses, vars, history."""
-    state = await tideflow.status(temporal, workflow_id)
+    state = await client.get_run(workflow_id).state()
     return RunStateOut(workflow_id=workflow_id, **state.model_dump())
 
 
 @router.get("/runs/{workflow_id}/report", response_model=RunReport)
 async def run_report(
     workflow_id: str,
-    temporal: TemporalParam,
+    client: ClientParam,
     wait: Annotated[bool, Query(description="wait until the run ends")] = False,
 ) -> RunReport:
     """The run report: final once the run has ended, so far while it runs (or, with
     ``wait=true``, once it ends)."""
-    handle = temporal.get_workflow_handle(workflow_id)
-    described = await handle.describe()
-    if wait or described.status != WorkflowExecutionStatus.RUNNING:
-        return await tideflow.result(temporal, workflow_id)
-    return await handle.query(TideflowWorkflow.report)
+    run = client.get_run(workflow_id)
+    if wait or await run.ended() is not None:
+        return await run.report()
+    return await run.report_so_far()

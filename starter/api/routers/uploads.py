@@ -27,7 +27,7 @@ from starter.api.errors import (
 )
 from starter.api.idempotency import Idempotency, IdempotencyKeyParam
 from starter.api.models import RunStarted
-from starter.api.runtime import RuntimeParam, TemporalParam
+from starter.api.runtime import ClientParam, RuntimeParam
 from starter.api.starting import EARLIER_RUN
 from starter.triggers import describe_filter, guess_mime, matches_filter
 
@@ -106,7 +106,7 @@ async def _save_upload(upload: UploadFile, target: Path, limit: int) -> str:
 async def upload_document(
     slug: str,
     runtime: RuntimeParam,
-    temporal: TemporalParam,
+    client: ClientParam,
     response: Response,
     file: Annotated[UploadFile, File(description="the document")],
     inputs: Annotated[str | None, Form(description="more inputs, as a JSON object")] = None,
@@ -137,7 +137,7 @@ async def upload_document(
     try:
         started = await starting.start_run(
             runtime,
-            temporal,
+            client,
             definition,
             run_inputs,
             workflow_id,

@@ -1,0 +1,74 @@
+"""Definitions as the client sends them: loading and validating files, a run's workflow input,
+and what a run of a definition is started with (id, search attributes, title)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+
+import activities
+from interpreter import Definition, Problem, load_file, problems_in_file
+from interpreter.control import RunInput
+from interpreter.inputs import resolve_inputs
+from interpreter.plan import compile_plan
+from interpreter.workflow import DEFINITION_KEY, VERSION_KEY
+
+
+def load(path: str | Path) -> Definition:
+    """Load and validate a definition file against every registered node type."""
+    activities.load_extensions()
+    return load_file(path, activities.registry)
+
+
+def validate(paths: Sequence[str | Path]) -> list[Problem]:
+    """Every problem of every file (empty when all are valid)."""
+    activities.load_extensions()
+    problems: list[Problem] = []
+    for path in paths:
+        problems.extend(problems_in_file(path, activities.registry))
+    return problems
+
+
+def run_input(
+    definition: Definition,
+    inputs: dict[str, Any] | None = None,
+    *,
+    history_limit: int | None = None,
+) -> RunInput:
+    """The workflow input of a run: the definition's compiled plan plus checked inputs.
+
+    Raises :class:`~interpreter.inputs.InputError` naming each bad field before anything runs.
+    """
+    resolve_inputs(definition, inputs or {})
+    return RunInput(
+        plan=compile_plan(definition), inputs=dict(inputs or {}), history_limit=history_limit
+    )
+
+
+def definition_json(definition: Definition) -> dict[str, Any]:
+    """The definition as the JSON object the workflow takes."""
+    return definition.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+
+
+def new_workflow_id(definition: Definition) -> str:
+    """``<slug>-<random>``."""
+    return f"{definition.slug}-{secrets.token_hex(4)}"
+
+
+def search_attributes(definition: Definition) -> TypedSearchAttributes:
+    """The search attributes a run of ``definition`` starts with."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(DEFINITION_KEY, definition.slug),
+            SearchAttributePair(VERSION_KEY, definition.display_version),
+        ]
+    )
+
+
+def static_summary(definition: Definition) -> str:
+    """How a run of ``definition`` is titled in the Web UI: name and version."""
+    return f"{definition.display_name} {definition.display_version}".strip()

@@ -1,0 +1,261 @@
+"""A handle on one run (shaped like Temporal's ``WorkflowHandle``): its report and state, and
+every control action, each answering a run that has ended with one clear line."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from pydantic import BaseModel
+from temporalio.client import (
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    TerminatedError,
+    TimeoutError,
+)
+from temporalio.service import RPCError, RPCStatusCode
+
+from interpreter.control import (
+    Approve,
+    ControlAnswer,
+    Event,
+    FailNode,
+    RetryNode,
+    SetVars,
+    SkipNode,
+)
+from interpreter.report import DefinitionRef, RunReport, RunState
+from interpreter.workflow import RUN_FAILED, TideflowWorkflow
+from starter.client.errors import ControlError
+from starter.client.listing import status_word
+from starter.client.web_ui import web_ui_url
+
+if TYPE_CHECKING:
+    from starter.client.tideflow_client import TideflowClient
+
+_REDRIVABLE = frozenset({"failed", "cancelled", "terminated", "timed_out"})
+"""How a run ends when ``tideflow redrive`` can run it again."""
+
+
+def report_from_failure(error: WorkflowFailureError) -> RunReport | None:
+    """The report carried by a failed run's failure, if it has one."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError) and cause.type == RUN_FAILED and cause.details:
+        return RunReport.model_validate(cause.details[0])
+    return None
+
+
+def _ended(error: RPCError) -> bool:
+    """Whether Temporal refused a request because the run has closed."""
+    return error.status == RPCStatusCode.NOT_FOUND and "already completed" in error.message
+
+
+class RunHandle:
+    """One run: wait for its report, read its state, operate it.
+
+    Got from :meth:`TideflowClient.start <starter.client.TideflowClient.start>` (then it
+    follows the run across continue-as-new) or :meth:`TideflowClient.get_run
+    <starter.client.TideflowClient.get_run>`. Control actions on a run that has ended raise
+    :class:`ControlError` saying so (with a hint to ``tideflow redrive`` where that helps)
+    instead of Temporal's "workflow execution already completed"; a refused update raises
+    :class:`ControlError` with the run's reason.
+    """
+
+    def __init__(
+        self, client: TideflowClient, handle: WorkflowHandle[TideflowWorkflow, RunReport]
+    ) -> None:
+        self._client = client
+        self._handle = handle
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.id!r}, run_id={self.run_id!r})"
+
+    @property
+    def id(self) -> str:
+        """The workflow id."""
+        return self._handle.id
+
+    @property
+    def run_id(self) -> str | None:
+        """The run this handle was made for: the first run when it was started here (it may
+        continue as new), the one given to ``get_run``, else None (the latest)."""
+        return self._handle.run_id or self._handle.result_run_id
+
+    @property
+    def client(self) -> TideflowClient:
+        """The client this handle sends through."""
+        return self._client
+
+    @property
+    def temporal(self) -> WorkflowHandle[TideflowWorkflow, RunReport]:
+        """The underlying Temporal workflow handle."""
+        return self._handle
+
+    def web_ui_url(self) -> str:
+        """Link to the run in the Temporal Web UI."""
+        return web_ui_url(self.id, self.run_id, self._client.namespace)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    async def report(self) -> RunReport:
+        """Wait for the run to end and return its report: a failed run's report is taken from
+        its failure; a cancelled, terminated or refused run gets the report it had so far,
+        with its status and error."""
+        try:
+            return await self._handle.result()
+        except WorkflowFailureError as e:
+            carried = report_from_failure(e)
+            if carried is not None:
+                return carried
+            cause = e.cause
+            message = cause.message if isinstance(cause, FailureError) else str(e)
+            status = {
+                CancelledError: "cancelled",
+                TerminatedError: "terminated",
+                TimeoutError: "timed_out",
+            }.get(type(cause), "failed")
+        try:
+            # A closed run answers queries only through a worker (it replays the history):
+            # with none polling, give up soon and say what we know.
+            partial: RunReport = await self._handle.query(
+                TideflowWorkflow.report, rpc_timeout=timedelta(seconds=5)
+            )
+            return partial.model_copy(update={"status": status, "error": message})
+        except Exception:  # refused before it ran, or no worker to answer: what we know
+            described = await self._handle.describe()
+            return RunReport(
+                workflow_id=self.id,
+                run_id=described.run_id,
+                definition=DefinitionRef(name=""),
+                status=status,
+                error=message,
+            )
+
+    async def report_so_far(self) -> RunReport:
+        """The report as it stands (the ``report`` query; final once the run has ended)."""
+        return await self._handle.query(TideflowWorkflow.report)
+
+    async def state(self, *, timeout: float | None = None) -> RunState:
+        """The live state (the ``state`` query); ``timeout`` bounds the wait in seconds (a
+        run answers only through a worker)."""
+        return await self._handle.query(
+            TideflowWorkflow.state, rpc_timeout=timedelta(seconds=timeout) if timeout else None
+        )
+
+    async def describe(self) -> WorkflowExecutionDescription:
+        """Temporal's description of the run (status, task queue, times, memo)."""
+        return await self._handle.describe()
+
+    async def ended(self) -> str | None:
+        """None while the run is open, else how it ended: ``completed``, ``failed``,
+        ``cancelled``, ``terminated``, ``timed_out`` or ``continued``."""
+        status = (await self.describe()).status
+        return None if status == WorkflowExecutionStatus.RUNNING else status_word(status)
+
+    # --- signals and cancellation ----------------------------------------------------------
+
+    async def pause(self) -> None:
+        """Let running nodes finish and start nothing new."""
+        try:
+            await self._handle.signal(TideflowWorkflow.pause)
+        except RPCError as e:
+            await self._raise_if_ended(e)
+
+    async def resume(self) -> None:
+        """Start again what became ready while paused."""
+        try:
+            await self._handle.signal(TideflowWorkflow.resume)
+        except RPCError as e:
+            await self._raise_if_ended(e)
+
+    async def cancel(self) -> None:
+        """Cancel the run: running nodes are cancelled and compensations run. A run that has
+        ended raises :class:`ControlError` (Temporal would accept the request and do
+        nothing, or answer with its own message)."""
+        ended = await self.ended()
+        if ended is not None:
+            raise ControlError(f"run {self.id} has already ended ({ended})")
+        try:
+            await self._handle.cancel()
+        except RPCError as e:
+            await self._raise_if_ended(e)
+
+    async def emit(self, name: str, payload: Any = None, correlation: str | None = None) -> None:
+        """Deliver an event to the run (a ``wait_for_event`` node of it may take it)."""
+        event = Event(name=name, payload=payload, correlation=correlation)
+        try:
+            await self._handle.signal(TideflowWorkflow.event, event)
+        except RPCError as e:
+            await self._raise_if_ended(e)
+
+    # --- updates ---------------------------------------------------------------------------
+
+    async def skip(self, node: str, output: Any = None) -> ControlAnswer:
+        """Skip a pending or failed node (downstream nodes see ``output``)."""
+        request = SkipNode(node=node, output=output)
+        return await self._update(TideflowWorkflow.skip_node, request, redrive_hint=True)
+
+    async def retry(self, node: str) -> ControlAnswer:
+        """Run a node that needs attention again."""
+        request = RetryNode(node=node)
+        return await self._update(TideflowWorkflow.retry_node, request, redrive_hint=True)
+
+    async def fail(
+        self, node: str, reason: str | None = None, by: str | None = None
+    ) -> ControlAnswer:
+        """Give up on a node that needs attention or waits: it fails, and the run fails
+        (``by`` defaults to the client's user)."""
+        request = FailNode(node=node, reason=reason, by=by or self._client.user)
+        return await self._update(TideflowWorkflow.fail_node, request, redrive_hint=True)
+
+    async def set_vars(self, values: dict[str, Any]) -> ControlAnswer:
+        """Change the run's vars (type-checked against their declared values)."""
+        return await self._update(TideflowWorkflow.set_vars, SetVars(values=values))
+
+    async def approve(
+        self,
+        node: str,
+        approved: bool = True,
+        comment: str | None = None,
+        by: str | None = None,
+    ) -> ControlAnswer:
+        """Approve (or reject) an approval node (``by`` defaults to the client's user)."""
+        request = Approve(node=node, approved=approved, comment=comment, by=by or self._client.user)
+        return await self._update(TideflowWorkflow.approve, request)
+
+    async def _update(
+        self, update: Any, request: BaseModel, *, redrive_hint: bool = False
+    ) -> ControlAnswer:
+        try:
+            answer: ControlAnswer = await self._handle.execute_update(update, request)
+        except WorkflowUpdateFailedError as e:
+            cause = e.cause
+            reason = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+            raise ControlError(f"refused: {reason}") from e
+        except RPCError as e:
+            await self._raise_if_ended(e, redrive_hint=redrive_hint)
+        return answer
+
+    async def _raise_if_ended(self, error: RPCError, *, redrive_hint: bool = False) -> NoReturn:
+        """Raise :class:`ControlError` for a request Temporal refused because the run has
+        ended; else re-raise ``error``."""
+        if not _ended(error):
+            raise error
+        try:
+            ended = await self.ended() or "closed"
+        except RPCError:
+            ended = "closed"
+        if redrive_hint and ended in _REDRIVABLE:
+            raise ControlError(
+                f"run {self.id} has ended ({ended}): use `tideflow redrive {self.id}` to run it "
+                "again from its last checkpoint"
+            ) from None
+        raise ControlError(f"run {self.id} has already ended ({ended})") from None

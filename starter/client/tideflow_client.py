@@ -1,0 +1,228 @@
+"""The Tideflow client (shaped like Temporal's ``Client``): start runs and hand out
+:class:`~starter.client.handle.RunHandle`\\ s, list runs, send events, ask about workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+from activities import WorkerSettings
+from interpreter import Definition
+from interpreter.report import RunReport
+from interpreter.workflow import TideflowWorkflow
+from starter.client import events
+from starter.client.connection import acting_user, connect, default_identity
+from starter.client.definitions import (
+    new_workflow_id,
+    run_input,
+    search_attributes,
+    static_summary,
+)
+from starter.client.events import EventDelivery
+from starter.client.handle import RunHandle
+from starter.client.listing import RunSummary, list_runs
+
+
+class TideflowClient:
+    """A client of Tideflow runs over one Temporal client.
+
+    Make one per process with :meth:`connect` (or wrap a connected Temporal client) and share
+    it: the CLI, the HTTP API and the triggers do.
+
+        client = await TideflowClient.connect()
+        run = await client.start(definition, {"document": "invoice.pdf"})
+        report = await run.report()
+    """
+
+    def __init__(
+        self,
+        temporal: Client,
+        *,
+        user: str | None = None,
+        task_queue: str | None = None,
+    ) -> None:
+        """Wrap a connected Temporal client. ``user`` is the ``by`` of approvals and failed
+        nodes when a call does not name one (None: nobody); ``task_queue`` is where runs
+        start by default (else ``TIDEFLOW_TASK_QUEUE`` or ``tideflow``)."""
+        self._temporal = temporal
+        self._user = user
+        self._task_queue = task_queue
+
+    @classmethod
+    async def connect(
+        cls,
+        address: str | None = None,
+        namespace: str | None = None,
+        *,
+        settings: WorkerSettings | None = None,
+        identity: str | None = None,
+        user: str | None = None,
+    ) -> TideflowClient:
+        """Connect to ``TEMPORAL_ADDRESS`` (default localhost:7233) / ``TEMPORAL_NAMESPACE``.
+
+        ``identity`` is what Temporal records with every signal, update and cancellation sent
+        (the Web UI shows it): ``user@host`` by default, ``user`` being
+        :func:`~starter.client.acting_user` unless given. ``settings`` give the payload store
+        and the default task queue.
+        """
+        user = user or acting_user()
+        temporal = await connect(
+            address, namespace, settings=settings, identity=identity or default_identity(user)
+        )
+        return cls(temporal, user=user, task_queue=settings.task_queue if settings else None)
+
+    @property
+    def temporal(self) -> Client:
+        """The underlying Temporal client."""
+        return self._temporal
+
+    @property
+    def namespace(self) -> str:
+        """The Temporal namespace."""
+        return self._temporal.namespace
+
+    @property
+    def identity(self) -> str:
+        """The identity Temporal records with the requests this client sends."""
+        return self._temporal.identity
+
+    @property
+    def user(self) -> str | None:
+        """Who acts through this client (``by`` of approvals and failed nodes by default)."""
+        return self._user
+
+    @property
+    def task_queue(self) -> str:
+        """The task queue runs start on unless told otherwise."""
+        return self._task_queue or WorkerSettings.from_env().task_queue
+
+    # --- runs ------------------------------------------------------------------------------
+
+    async def start(
+        self,
+        definition: Definition,
+        inputs: dict[str, Any] | None = None,
+        *,
+        workflow_id: str | None = None,
+        task_queue: str | None = None,
+        id_reuse_policy: WorkflowIDReusePolicy = WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.UNSPECIFIED,
+        memo: dict[str, Any] | None = None,
+        history_limit: int | None = None,
+    ) -> RunHandle:
+        """Start a run (inputs are checked first: InputError names each bad one) and return
+        its handle.
+
+        With a derived ``workflow_id`` and ``REJECT_DUPLICATE``/``FAIL`` the id is an
+        idempotency key: a second start raises ``WorkflowAlreadyStartedError``. ``memo`` is
+        stored with the run (the HTTP API keeps what a retried start must match there).
+        ``history_limit`` makes the run continue as new whenever its history holds that many
+        events (default: when Temporal suggests it).
+        """
+        payload = run_input(definition, inputs, history_limit=history_limit)
+        handle = await self._temporal.start_workflow(
+            TideflowWorkflow.run,
+            payload,
+            id=workflow_id or new_workflow_id(definition),
+            task_queue=task_queue or self.task_queue,
+            id_reuse_policy=id_reuse_policy,
+            id_conflict_policy=id_conflict_policy,
+            search_attributes=search_attributes(definition),
+            static_summary=static_summary(definition),
+            static_details=definition.description or None,
+            memo=memo,
+        )
+        return RunHandle(self, handle)
+
+    async def run(
+        self, definition: Definition, inputs: dict[str, Any] | None = None, **options: Any
+    ) -> RunReport:
+        """Start a run (``options`` as :meth:`start`) and wait for its report."""
+        handle = await self.start(definition, inputs, **options)
+        return await handle.report()
+
+    def get_run(self, workflow_id: str, run_id: str | None = None) -> RunHandle:
+        """The handle of a run by workflow id (the latest run of that id unless ``run_id``
+        pins one). Nothing is asked of the server until the handle is used."""
+        handle = self._temporal.get_workflow_handle_for(
+            TideflowWorkflow.run, workflow_id, run_id=run_id
+        )
+        return RunHandle(self, handle)
+
+    async def list_runs(
+        self,
+        *,
+        definition: str | None = None,
+        status: str | None = None,
+        limit: int = 50,
+    ) -> list[RunSummary]:
+        """Recent runs, newest first, filtered by definition slug and status (``running``,
+        ``paused``, ``waiting``, ``needs_attention``, ``completed``, ``failed``, ``cancelled``,
+        ``terminated``, ``timed_out``, ``continued``; ValueError for another)."""
+        return await list_runs(self._temporal, definition=definition, status=status, limit=limit)
+
+    # --- events ----------------------------------------------------------------------------
+
+    async def emit_event(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        correlation: str | None = None,
+        workflow_id: str | None = None,
+        definition: str | None = None,
+    ) -> list[str]:
+        """Deliver an event to one run, or to every open run (of a definition slug); return
+        the ids of the runs it was sent to (a run keeps it only if a ``wait_for_event`` node
+        waits for that name and correlation)."""
+        if workflow_id:
+            await self.get_run(workflow_id).emit(name, payload, correlation)
+            return [workflow_id]
+        return await events.emit_event(
+            self, name, payload, correlation=correlation, definition=definition
+        )
+
+    async def deliver_event(
+        self,
+        name: str,
+        payload: Any = None,
+        *,
+        correlation: str | None = None,
+        workflow_id: str | None = None,
+        definition: str | None = None,
+        timeout: float = 5.0,
+    ) -> list[EventDelivery]:
+        """:meth:`emit_event`, telling for each run whether a node took the event (see
+        :func:`starter.client.events.deliver_event`)."""
+        return await events.deliver_event(
+            self,
+            name,
+            payload,
+            correlation=correlation,
+            workflow_id=workflow_id,
+            definition=definition,
+            timeout=timeout,
+        )
+
+    # --- workers ---------------------------------------------------------------------------
+
+    async def poller_identities(self, task_queue: str) -> list[str]:
+        """The identities (``pid@host`` unless a worker sets its own) of the workers that
+        polled ``task_queue`` for workflow tasks recently."""
+        response = await self._temporal.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=self._temporal.namespace,
+                task_queue=TaskQueue(name=task_queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        )
+        return [poller.identity for poller in response.pollers]
+
+    async def has_workers(self, task_queue: str) -> bool:
+        """Whether a worker polled ``task_queue`` for workflow tasks recently."""
+        return bool(await self.poller_identities(task_queue))
