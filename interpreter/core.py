@@ -1278,7 +1278,7 @@ class RunCore:
     # -- operator fail -----------------------------------------------------------------------
 
     def _operator_fail(self, node_id: str, reason: str | None, by: str | None) -> None:
-        who = f" by {by}" if by else ""
+        who = f" ({by})" if by else ""
         why = f": {reason}" if reason else ""
         message = f"node {node_id!r} failed by an operator{who}{why}"
         self.paused_foreach.pop(node_id, None)

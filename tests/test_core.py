@@ -368,7 +368,7 @@ def test_operator_fail_of_a_node_that_needs_attention_fails_the_run_and_compensa
     d.feed(FailRequested("charge", "card expired", by="ana"))
     d.complete("unbook")
     assert isinstance(d.outcome, FailRun)
-    assert d.outcome.message == "node 'charge' failed by an operator by ana: card expired"
+    assert d.outcome.message == "node 'charge' failed by an operator (ana): card expired"
     assert d.report.nodes["charge"].status == "failed"
 
 

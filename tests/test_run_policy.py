@@ -267,9 +267,9 @@ async def test_an_operator_fails_a_node_that_needs_attention(tideflow: Tideflow)
     assert answer.status == "failed"
     report = await tideflow.result(handle)
     assert report.status == "failed"
-    assert report.error == "node 'charge' failed by an operator by ana: card expired"
+    assert report.error == "node 'charge' failed by an operator (ana): card expired"
     assert report.nodes["charge"].error == (
-        "node 'charge' (test.permanent): card declined; failed by an operator by ana: card expired"
+        "node 'charge' (test.permanent): card declined; failed by an operator (ana): card expired"
     )
     assert report.nodes["unbook"].output["value"] == "book"
     state = await client.get_workflow_handle(handle.id).query(TideflowWorkflow.state)

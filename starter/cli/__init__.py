@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "runs",
     "control",
     "servers",
+    "upgrade",
 )
 """The command modules of this package (each with ``register(commands)``), in the order their
 commands are listed by ``tideflow --help``."""
