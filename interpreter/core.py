@@ -538,6 +538,7 @@ class RunCore:
             cache_ttl_seconds=node.cache_ttl,
             origin=self.origin,
             budget=budget,
+            limits=node.resource_limits,
         )
         rerun = 0 if work.purpose in ("fallback", "compensation", "on_failure") else None
         rerun = self.reruns.get(node.id, 0) if rerun is None else rerun

@@ -134,6 +134,16 @@ class Notification(_Model):
     config: dict[str, Any] = Field(default_factory=dict)
 
 
+class ResourceLimits(_Model):
+    """What one node may use (seed 002's ``resource_limits``), within the worker's ceilings."""
+
+    cpu_seconds: float | None = Field(default=None, gt=0)
+    memory_mb: int | None = Field(default=None, ge=1)
+    wall_seconds: float | None = Field(default=None, gt=0)
+    output_kb: int | None = Field(default=None, ge=1)
+    max_output_kb: int | None = Field(default=None, ge=1)
+
+
 class Node(_Model):
     """One node of the graph."""
 
@@ -162,6 +172,7 @@ class Node(_Model):
     cache: CacheSpec | None = None
     budget: Budget | None = None
     """For AI nodes: what this node may spend (the run's budget applies too)."""
+    resource_limits: ResourceLimits | None = None
     position: Any = None
     """Layout of designer exports; ignored."""
     metadata: dict[str, Any] | None = None

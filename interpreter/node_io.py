@@ -42,6 +42,8 @@ class NodeInput(BaseModel):
     origins more than others (private networks for definitions an operator ran)."""
     budget: BudgetLeft | None = None
     """For AI nodes of a run with a budget: what the node may still spend."""
+    limits: dict[str, Any] | None = None
+    """The node's ``resource_limits`` (the worker applies them within its own ceilings)."""
 
     @model_serializer(mode="wrap")
     def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:

@@ -106,6 +106,8 @@ class PlanNode:
     """For AI nodes: what the node may spend."""
     filters: tuple[Any, ...] = ()
     """For ``wait_for_event``: compiled conditions an event must meet."""
+    resource_limits: dict[str, Any] | None = None
+    """What the node's activity may use (``cpu_seconds``, ``memory_mb``, ``output_kb``…)."""
     references: References = field(default_factory=References)
     """What the node's expressions read (its ``when``, ``foreach`` and config)."""
     code_references: References | None = None
@@ -261,6 +263,8 @@ def _node_json(
         out["cache_ttl"] = node.cache.ttl
     if node.budget is not None:
         out["budget"] = node.budget.model_dump(exclude_none=True)
+    if node.resource_limits is not None:
+        out["resource_limits"] = node.resource_limits.model_dump(exclude_none=True)
     return out
 
 
@@ -475,6 +479,9 @@ def _node(
         child_plan=dict(child) if isinstance(child, Mapping) else None,
         budget=_budget(raw.get("budget")),
         filters=filters,
+        resource_limits=dict(limits)
+        if isinstance(limits := raw.get("resource_limits"), Mapping)
+        else None,
         references=refs,
         code_references=code_refs,
     )
