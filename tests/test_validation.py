@@ -443,7 +443,7 @@ def test_unknown_root_name() -> None:
               value: "${{ input.x }}"
         """) == [
         "wf.yaml:6:19: unknown name 'input' in expression `input.x` "
-        "(names start from error, failed_node, index, inputs, item, nodes, run, vars)"
+        "(names start from error, event, failed_node, index, inputs, item, nodes, run, vars)"
     ]
 
 
