@@ -1,25 +1,35 @@
-"""One chat completion for the AI family: provider choice, structured output, repairs, errors.
+"""One chat completion for the AI family: the model's provider, structured output, repairs,
+budgets, errors.
 
-The provider is an OpenAI-compatible endpoint (``AISettings.base_url`` / ``api_key``) or, when
-neither is set, the embedded local model (:mod:`activities._local_model`), created once per
-worker through ``ctx.resources``. Replies to a JSON Schema are parsed and validated here; a reply
+:func:`session` picks the model a node uses (:mod:`activities._models`) and its provider: an
+OpenAI-compatible endpoint's client (one per endpoint and key, created once per worker through
+``ctx.resources``) or a local model served by xllamacpp (:mod:`activities._local_model`),
+loaded on first use and kept warm by :class:`LocalModels`, at most ``ai.max_local_models`` at
+once. Replies to a JSON Schema are parsed and validated here; a reply
 that does not fit is sent back to the model with the problem, ``schema_repairs`` times at most.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
-from collections.abc import Awaitable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
+from temporalio.exceptions import ApplicationError
+
 from activities._context import NodeContext
 from activities._local_model import LocalModelServer, model_file
+from activities._models import OPENAI_BASE_URL, ModelChoice, Target, Task, choose
 from activities.errors import PermanentNodeError, RetryableNodeError
 from activities.settings import AISettings, WorkerSettings
+from interpreter.node_io import BUDGET_EXCEEDED
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator
@@ -28,8 +38,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-OPENAI_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_REMOTE_MODEL = "gpt-4o-mini"
 LOCAL_DEFAULT_MAX_TOKENS = 1024
 # Statuses another attempt may not see again (the openai client retries the same ones).
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
@@ -39,21 +47,14 @@ _FENCE = re.compile(r"^```[A-Za-z]*\s*(.*?)\s*```$", re.DOTALL)
 
 @dataclass
 class Provider:
-    """Where chat completions go, shared by every AI node of a worker."""
+    """Where chat completions go: an endpoint's client, or a loaded local model's."""
 
     name: str
     """``openai-compatible:<host>`` or ``local:<model>``: named in every output."""
     client: AsyncOpenAI
-    default_model: str
     base_url: str
     timeout: float
     local: LocalModelServer | None = None
-
-    def model_for(self, requested: str | None) -> str:
-        """The model to ask: the node's choice, except that a local server has one model."""
-        if self.local is not None:
-            return self.local.name
-        return requested or self.default_model
 
 
 @dataclass
@@ -64,25 +65,80 @@ class Answer:
     data: Any
     model: str
     provider: str
+    finish_reason: str | None = None
+    logprobs: list[Any] | None = None
+    """The reply's token log-probabilities (``logprobs.content``) when asked and given."""
+    fallback_from: str | None = None
+    """What the node asked for, when its ``fallback_model`` answered instead."""
 
 
-async def provider(ctx: NodeContext) -> Provider:
-    """The worker's provider, created on first use and closed when the worker stops."""
-    settings = ctx.settings
-    return await ctx.resources.get("ai.provider", lambda: _open(settings), close=_close)
+@dataclass
+class Session:
+    """One node's use of a model: the chosen target and its provider (see :func:`session`)."""
+
+    target: Target
+    provider: Provider
+    fallback_from: str | None = None
+
+    @property
+    def local(self) -> bool:
+        """Whether a local model answers (bounded strings, no cost)."""
+        return self.provider.local is not None
 
 
-async def _open(settings: WorkerSettings) -> Provider:
+@asynccontextmanager
+async def session(
+    ctx: NodeContext,
+    requested: str | ModelChoice | dict[str, Any] | None,
+    *,
+    task: Task,
+    fallback: str | None = None,
+    prompt_chars: int = 0,
+    max_tokens: int = 0,
+) -> AsyncIterator[Session]:
+    """The model a node uses (:func:`activities._models.choose`), ready to answer: a local
+    model stays loaded (and counted among the resident ones) until the block ends."""
+    ai = ctx.settings.ai
+    chosen = choose(
+        requested,
+        task=task,
+        ai=ai,
+        fallback=fallback,
+        prompt_tokens=estimate_tokens(prompt_chars),
+        max_tokens=max_tokens,
+    )
+    target = chosen.target
+    if target.local is not None:
+        pool = await ctx.resources.get("ai.local", lambda: LocalModels(ctx.settings), _close_pool)
+        async with pool.use(target.local) as found:
+            yield Session(target, found, chosen.fallback_from)
+        return
+    found = await ctx.resources.get(
+        f"ai.endpoint:{target.base_url}:{_key_id(target.api_key)}",
+        lambda: _open_endpoint(target, ai),
+        close=_close,
+    )
+    yield Session(target, found, chosen.fallback_from)
+
+
+def estimate_tokens(chars: int) -> int:
+    """Tokens a prompt of ``chars`` characters takes, roughly (4 characters a token)."""
+    return (chars + 3) // 4
+
+
+def _key_id(api_key: str | None) -> str:
+    # Keys a cached client by its key without keeping the key in the name.
+    return hashlib.sha256((api_key or "").encode()).hexdigest()[:12]
+
+
+def _open_endpoint(target: Target, ai: AISettings) -> Provider:
     from openai import AsyncOpenAI
 
-    ai = settings.ai
-    if ai.base_url is None and ai.api_key is None:
-        return await _open_local(settings)
-    base_url = (ai.base_url or OPENAI_BASE_URL).rstrip("/")
+    base_url = target.base_url or OPENAI_BASE_URL
     client = AsyncOpenAI(
         base_url=base_url,
         # The client insists on a key; many self-hosted endpoints ignore it.
-        api_key=ai.api_key or "unused",
+        api_key=target.api_key or "unused",
         timeout=ai.request_timeout_seconds,
         max_retries=0,  # Temporal retries the activity; one request per attempt.
     )
@@ -90,17 +146,67 @@ async def _open(settings: WorkerSettings) -> Provider:
     return Provider(
         name=f"openai-compatible:{host}",
         client=client,
-        default_model=ai.model or DEFAULT_REMOTE_MODEL,
         base_url=base_url,
         timeout=ai.request_timeout_seconds,
     )
 
 
-async def _open_local(settings: WorkerSettings) -> Provider:
+class LocalModels:
+    """The worker's loaded local models: loaded on first use, kept warm, at most
+    ``ai.max_local_models`` at once (the least recently used idle one is unloaded first; a
+    node needing another model waits while every loaded one is answering)."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self._settings = settings
+        self._loaded: OrderedDict[str, Provider] = OrderedDict()
+        self._users: dict[str, int] = {}
+        self._changed = asyncio.Condition()
+
+    @property
+    def resident(self) -> list[str]:
+        """The keys of the loaded models, least recently used first."""
+        return list(self._loaded)
+
+    @asynccontextmanager
+    async def use(self, key: str) -> AsyncIterator[Provider]:
+        """The provider of local model ``key``, loaded (and kept) for the block."""
+        limit = self._settings.ai.max_local_models
+        async with self._changed:
+            while key not in self._loaded and len(self._loaded) >= limit:
+                idle = [k for k in self._loaded if not self._users.get(k)]
+                if idle:
+                    await _close(self._loaded.pop(idle[0]))
+                    break
+                await self._changed.wait()
+            if key not in self._loaded:
+                # Loaded under the lock: two nodes never load two copies, and memory stays
+                # bounded while a model loads.
+                self._loaded[key] = await _open_local(self._settings, key)
+            self._loaded.move_to_end(key)
+            self._users[key] = self._users.get(key, 0) + 1
+            found = self._loaded[key]
+        try:
+            yield found
+        finally:
+            async with self._changed:
+                self._users[key] -= 1
+                self._changed.notify_all()
+
+    async def aclose(self) -> None:
+        """Unload every model."""
+        while self._loaded:
+            await _close(self._loaded.popitem()[1])
+
+
+async def _close_pool(pool: LocalModels) -> None:
+    await pool.aclose()
+
+
+async def _open_local(settings: WorkerSettings, local: str) -> Provider:
     from openai import AsyncOpenAI
 
     ai = settings.ai
-    name, path = await asyncio.to_thread(model_file, ai.local_model, settings.home)
+    name, path = await asyncio.to_thread(model_file, local, settings.home)
     try:
         # Bounded: a model that does not load in time must fail the node, not hang the worker.
         server = await asyncio.wait_for(
@@ -119,7 +225,6 @@ async def _open_local(settings: WorkerSettings) -> Provider:
     return Provider(
         name=f"local:{name}",
         client=client,
-        default_model=name,
         base_url=server.base_url,
         timeout=ai.request_timeout_seconds,
         local=server,
@@ -156,23 +261,28 @@ def check_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 async def chat(
     ctx: NodeContext,
+    using: Session,
     messages: list[dict[str, str]],
     *,
-    model: str | None,
     temperature: float | None,
     max_tokens: int | None,
     schema: dict[str, Any] | None = None,
     schema_name: str = "output",
     options: dict[str, Any] | None = None,
+    repairs: int | None = None,
 ) -> Answer:
-    """Ask the worker's provider; with ``schema`` the reply is parsed JSON that fits it.
+    """Ask ``using``'s model; with ``schema`` the reply is parsed JSON that fits it (a reply
+    that does not is sent back with the problem, ``repairs`` times, default
+    ``ai.schema_repairs``).
 
-    Usage (and cost, when ``AISettings.prices`` has the model) is added to ``ctx`` for every
-    request, repairs included. Raises Retryable/PermanentNodeError per the provider's answer.
+    Usage (and cost, when the model's price is known) is added to ``ctx`` for every request,
+    repairs included. Before each request, a node with a budget (``ctx.budget``) raises
+    :data:`BUDGET_EXCEEDED` when the request could spend more than is left. Raises
+    Retryable/PermanentNodeError per the provider's answer.
     """
-    found = await provider(ctx)
-    chosen = found.model_for(model)
+    found, target = using.provider, using.target
     ai = ctx.settings.ai
+    chosen = target.model_id
     request: dict[str, Any] = {"model": chosen, **(options or {})}
     if temperature is not None:
         request["temperature"] = temperature
@@ -188,13 +298,15 @@ async def chat(
         }
     check = validator(schema) if schema is not None else None
     conversation = list(messages)
-    tries = 1 + max(ai.schema_repairs, 0) if schema is not None else 1
+    allowed = ai.schema_repairs if repairs is None else repairs
+    tries = 1 + max(allowed, 0) if schema is not None else 1
     problem = ""
     answered = chosen
     for _ in range(tries):
+        check_budget(ctx, target, conversation, max_tokens)
         response = await _beating(ctx, _create(found, conversation, request))
         answered = response.model or chosen
-        _record_usage(ctx, ai, found, chosen, answered, response)
+        _record_usage(ctx, target, found, answered, response)
         if not response.choices:
             raise RetryableNodeError(f"model {chosen} at {found.name} answered with no choices")
         choice = response.choices[0]
@@ -203,11 +315,22 @@ async def chat(
         if refusal:
             raise PermanentNodeError(f"model {answered} at {found.name} refused: {refusal}")
         content = message.content or ""
+        logprobs = choice.logprobs.content if choice.logprobs is not None else None
+        reply = Answer(
+            text=content,
+            data=None,
+            model=answered,
+            provider=found.name,
+            finish_reason=choice.finish_reason,
+            logprobs=list(logprobs) if logprobs else None,
+            fallback_from=using.fallback_from,
+        )
         if check is None:
-            return Answer(text=content, data=None, model=answered, provider=found.name)
+            return reply
         data, problem = _parse(content, check, choice.finish_reason, max_tokens)
         if not problem:
-            return Answer(text=content, data=data, model=answered, provider=found.name)
+            reply.data = data
+            return reply
         conversation += [
             {"role": "assistant", "content": content},
             {
@@ -220,6 +343,36 @@ async def chat(
         f"model {answered} at {found.name} gave no reply that fits the output schema in "
         f"{tries} tries ({tries - 1} repairs): {problem}"
     )
+
+
+def check_budget(
+    ctx: NodeContext, target: Target, messages: list[dict[str, str]], max_tokens: int | None
+) -> None:
+    """Raise :data:`BUDGET_EXCEEDED` (non-retryable) when a request of ``messages`` with up to
+    ``max_tokens`` could spend more than the node's budget has left."""
+    budget = ctx.budget
+    if budget is None:
+        return
+    prompt = estimate_tokens(sum(len(m.get("content") or "") for m in messages))
+    most = prompt + (max_tokens or LOCAL_DEFAULT_MAX_TOKENS)
+    used = ctx.usage.total_tokens if ctx.usage else 0
+    spent = (ctx.usage.cost_usd or 0.0) if ctx.usage else 0.0
+    if budget.tokens is not None and used + most > budget.tokens:
+        raise ApplicationError(
+            f"node {ctx.node_id!r}: the next call to {target.name} may use {most} tokens "
+            f"({prompt} of prompt + {most - prompt} of answer) but the budget has "
+            f"{max(budget.tokens - used, 0)} left",
+            type=BUDGET_EXCEEDED,
+            non_retryable=True,
+        )
+    cost = target.estimated_cost(prompt, most - prompt)
+    if budget.cost_usd is not None and cost is not None and spent + cost > budget.cost_usd:
+        raise ApplicationError(
+            f"node {ctx.node_id!r}: the next call to {target.name} may cost ${cost:.4f} but "
+            f"the budget has ${max(budget.cost_usd - spent, 0):.4f} left",
+            type=BUDGET_EXCEEDED,
+            non_retryable=True,
+        )
 
 
 async def _beating(ctx: NodeContext, waiting: Awaitable[T]) -> T:
@@ -268,25 +421,18 @@ def _api_message(error: Any) -> str:
 
 def _record_usage(
     ctx: NodeContext,
-    ai: AISettings,
+    target: Target,
     found: Provider,
-    requested: str,
     answered: str,
     response: ChatCompletion,
 ) -> None:
     usage = response.usage
     prompt = usage.prompt_tokens if usage else 0
     completion = usage.completion_tokens if usage else 0
-    price = ai.prices.get(requested) or ai.prices.get(answered)
-    cost = (
-        (prompt * price.input_per_million + completion * price.output_per_million) / 1e6
-        if price is not None
-        else None
-    )
     ctx.add_usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
-        cost_usd=cost,
+        cost_usd=target.estimated_cost(prompt, completion),
         provider=found.name,
         model=answered,
     )

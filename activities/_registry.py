@@ -110,7 +110,9 @@ def node_type(
     """Register the decorated function as the node type ``name``.
 
     The function takes ``(config, ctx)`` — an instance of ``config_model`` and a
-    :class:`NodeContext` — and returns a JSON-able value. ``async def`` functions run on the
+    :class:`NodeContext` — and returns a JSON-able value, or a
+    :class:`~interpreter.node_io.NodeResult` with a ``review`` (a person confirms or corrects
+    the output before the run goes on). ``async def`` functions run on the
     worker's event loop; plain ``def`` functions run in a thread so blocking libraries are fine.
     The seed aliases of built-in types come from the language (``BUILTIN_ALIASES``).
     """
@@ -168,10 +170,12 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             settings=resources.settings,
             resources=resources,
             scope=input.scope,
+            budget=input.budget,
             _loop=asyncio.get_running_loop(),
             _activity_context=contextvars.copy_context(),
             _redactor=redactor or None,
         )
+        review = None
         cache: NodeCache | None = None
         cache_key = ""
         if input.cache_ttl_seconds:
@@ -189,6 +193,9 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
                     output = await asyncio.to_thread(
                         contextvars.copy_context().run, node_type.function, config, ctx
                     )
+                if isinstance(output, NodeResult):
+                    # The node asks a person to confirm its answer (ReviewRequest).
+                    output, review = output.output, output.review
                 output = redactor.value(to_jsonable_python(output))
                 _check_output_size(output, resources.settings.max_output_bytes)
             except asyncio.CancelledError:
@@ -203,9 +210,13 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
                 _fail(input, e, info.attempt, node_type.name, redactor)
             finally:
                 heartbeat.cancel()
-        if cache is not None:
+        if review is not None:
+            review = review.model_copy(
+                update={"proposed": output, "details": redactor.value(review.details)}
+            )
+        elif cache is not None:
             cache.put(cache_key, output)
-        return NodeResult(output=output, attempt=info.attempt, usage=ctx.usage)
+        return NodeResult(output=output, attempt=info.attempt, usage=ctx.usage, review=review)
 
     run_node.__name__ = run_node.__qualname__ = node_type.name.replace(".", "_")
     return activity.defn(name=node_type.name)(run_node)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 EXAMPLES_FOLDER = Path(__file__).resolve().parent.parent / "examples"
 """The project's examples (sample definitions and documents), readable by development workers."""
@@ -31,20 +31,60 @@ class ModelPrice(_Section):
     output_per_million: float = 0.0
 
 
+class CatalogModel(_Section):
+    """One named model of the worker's catalogue (``ai.models``): where it answers and what it
+    costs. Give ``local`` (a local model) or an endpoint (``base_url``; default the worker's
+    ``ai.base_url``)."""
+
+    base_url: str | None = None
+    """An OpenAI-compatible endpoint; default the worker's ``ai.base_url`` (or OpenAI's)."""
+    api_key: str | None = None
+    """The endpoint's key; default the worker's ``ai.api_key``."""
+    model: str | None = None
+    """The model id sent to the endpoint; default the entry's name."""
+    local: str | None = None
+    """A local model instead of an endpoint: a known name (``qwen2.5-coder-1.5b``) or a GGUF
+    path."""
+    input_per_million: float = Field(default=0.0, ge=0)
+    """USD per million prompt tokens."""
+    output_per_million: float = Field(default=0.0, ge=0)
+    """USD per million completion tokens."""
+    context: int | None = Field(default=None, gt=0)
+    """Context size in tokens (what ``min_context`` compares with)."""
+
+    @model_validator(mode="after")
+    def _one_place(self) -> CatalogModel:
+        if self.local is not None and (self.base_url is not None or self.api_key is not None):
+            raise ValueError("give either local or base_url/api_key, not both")
+        return self
+
+
 class AISettings(_Section):
-    """The AI family: an OpenAI-compatible endpoint, or the embedded local model."""
+    """The AI family: named models (a catalogue), an OpenAI-compatible endpoint, local models."""
 
     base_url: str | None = None
     api_key: str | None = None
     model: str | None = None
-    """Default model for nodes that do not name one."""
-    local_model: str = "qwen2.5-coder-0.5b"
-    """The embedded model used when no endpoint is configured: a known name (``qwen2.5-coder-0.5b``,
+    """Default model for nodes that do not name one (at the endpoint, or a catalogue name)."""
+    local_model: str | None = None
+    """One local model for every AI node that names none, instead of the per-task defaults
+    (``TIDEFLOW_LOCAL_MODEL``): a known name (``qwen2.5-coder-0.5b``, ``qwen2.5-coder-1.5b``,
     ``smollm2``) or a GGUF path. See docs/local-models.md for how they compare."""
+    task_models: dict[Literal["extract", "classify", "summarize", "prompt"], str] = Field(
+        default_factory=dict
+    )
+    """The model of each AI task when a node names none (a catalogue name or ``local:NAME``);
+    default the local models the evaluation chose (docs/local-models.md)."""
+    models: dict[str, CatalogModel] = Field(default_factory=dict)
+    """The model catalogue: name → endpoint (or local model), model id, prices, context."""
+    max_local_models: int = Field(default=2, ge=1)
+    """How many local models may be loaded at once (each holds 0.3-1.4 GB); the least
+    recently used idle one is unloaded to make room."""
     request_timeout_seconds: float = 120.0
     schema_repairs: int = 2
     """How many times a reply that does not fit the output schema is asked again."""
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    """Prices of models used through the endpoint without a catalogue entry."""
 
 
 class SMTPSettings(_Section):

@@ -253,9 +253,13 @@ def has_expression(text: str) -> bool:
     return _OPEN in text
 
 
-def compile_expression(source: str, offset: int = 0) -> Expression:
+def compile_expression(
+    source: str, offset: int = 0, roots: frozenset[str] = ROOT_NAMES
+) -> Expression:
     """Compile one expression; raise :class:`ExpressionError` with the offset of the problem.
 
+    ``roots`` are the names it may start from (a node type evaluating expressions over its own
+    data, like ``ai.extract``'s ``checks`` over ``entities``, gives its own).
     Compiled forms are cached by source text: a definition is compiled when it is validated
     and again when it is planned, and many nodes share expressions (``${{ inputs.document }}``).
     """
@@ -267,14 +271,16 @@ def compile_expression(source: str, offset: int = 0) -> Expression:
             f"{MAX_EXPRESSION_CHARS:,}); compute parts of it in earlier nodes or vars",
             offset + len(source) - len(source.lstrip()),
         )
-    compiled = _compile_source(source)
+    compiled = _compile_source(source, roots)
     if isinstance(compiled, ExpressionError):
         raise ExpressionError(compiled.message, offset + compiled.offset)
     return replace(compiled, offset=offset + len(source) - len(source.lstrip()))
 
 
 @lru_cache(maxsize=32_768)
-def _compile_source(source: str) -> Expression | ExpressionError:
+def _compile_source(
+    source: str, roots: frozenset[str] = ROOT_NAMES
+) -> Expression | ExpressionError:
     """The expression compiled at offset 0, or the error it gives (offsets relative to it)."""
     too_big = _beyond_limits(source)
     if too_big is not None:
@@ -287,11 +293,11 @@ def _compile_source(source: str) -> Expression | ExpressionError:
     variables = set(program.variables())
     for match in _COMPREHENSION_VARS.finditer(source):
         variables.difference_update(g for g in match.groups() if g)
-    unknown = sorted(variables - ROOT_NAMES)
+    unknown = sorted(variables - roots)
     if unknown:
         return ExpressionError(
             f"unknown name {unknown[0]!r} in expression `{_shown(source)}` "
-            f"(names start from {', '.join(sorted(ROOT_NAMES - {'secrets'}))})",
+            f"(names start from {', '.join(sorted(roots - {'secrets'}))})",
             at,
         )
     for function in program.functions():

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import socket
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,23 @@ def host(stub: OpenAIStub) -> str:
     return stub.base_url.removeprefix("http://").removesuffix("/v1")
 
 
+def label_reply(stub: OpenAIStub, label: str, probability: float, **others: float) -> None:
+    """Script a classification whose label token has ``probability`` (and the other labels
+    theirs), as a server with log-probabilities answers."""
+    top = {name: math.log(p) for name, p in others.items()}
+    stub.reply(
+        json_content={"label": label},
+        logprobs=[
+            ('{"', -0.01, {}),
+            ("label", 0.0, {}),
+            ('":', 0.0, {}),
+            (' "', -0.01, {}),
+            (label, math.log(probability), top),
+            ('"}', 0.0, {}),
+        ],
+    )
+
+
 def sent_schema(request: dict[str, Any]) -> dict[str, Any]:
     response_format = request["response_format"]
     assert response_format["type"] == "json_schema"
@@ -73,6 +91,9 @@ async def test_extract_returns_structured_output_exactly(stub: OpenAIStub) -> No
     )
     assert result.output == {
         "entities": entities,
+        "needs_review": [],
+        "problems": [],
+        "repaired": False,
         "provider": f"openai-compatible:{host(stub)}",
         "model": "gpt-test",
     }
@@ -124,7 +145,7 @@ async def test_cost_is_reported_when_the_model_has_a_price(stub: OpenAIStub) -> 
 
 async def test_rate_limit_is_retryable_and_the_next_attempt_succeeds(stub: OpenAIStub) -> None:
     stub.fail(429, "Rate limit reached for gpt-test", type="rate_limit_error")
-    stub.reply(json_content={"label": "invoice", "confidence": 0.9})
+    label_reply(stub, "invoice", 0.9, letter=0.1)
     config = {"text": INVOICE, "labels": ["invoice", "letter"], "model": "gpt-test"}
     with pytest.raises(ApplicationError) as failed:
         await run_node("ai.classify", config, settings=remote(stub))
@@ -175,12 +196,8 @@ async def test_connection_refused_is_retryable() -> None:
 
 
 async def test_schema_violation_is_repaired_once(stub: OpenAIStub) -> None:
-    stub.reply(
-        json_content={"label": "spam", "confidence": 0.4}, prompt_tokens=50, completion_tokens=7
-    )
-    stub.reply(
-        json_content={"label": "letter", "confidence": 0.8}, prompt_tokens=80, completion_tokens=7
-    )
+    stub.reply(json_content={"label": "spam"}, prompt_tokens=50, completion_tokens=7)
+    label_reply(stub, "letter", 0.8, invoice=0.2)
     result = await run_node(
         "ai.classify",
         {"text": "Dear Sir, ...", "labels": ["invoice", "letter"]},
@@ -191,10 +208,10 @@ async def test_schema_violation_is_repaired_once(stub: OpenAIStub) -> None:
     first, second = stub.requests
     assert second["messages"][: len(first["messages"])] == first["messages"]
     bad, repair = second["messages"][len(first["messages"]) :]
-    assert bad == {"role": "assistant", "content": '{"label": "spam", "confidence": 0.4}'}
+    assert bad == {"role": "assistant", "content": '{"label": "spam"}'}
     assert "'spam' is not one of ['invoice', 'letter']" in repair["content"]
     assert result.usage is not None
-    assert result.usage.prompt_tokens == 130  # both requests count
+    assert result.usage.prompt_tokens == 60  # both requests count
 
 
 async def test_unparseable_reply_is_sent_back_as_not_json(stub: OpenAIStub) -> None:
@@ -254,28 +271,115 @@ async def test_refusal_is_permanent(stub: OpenAIStub) -> None:
     assert "refused: I can't help with that." in str(failed.value)
 
 
-async def test_classify_constrains_the_label_to_the_enum(stub: OpenAIStub) -> None:
-    labels = ["invoice", "receipt", "contract"]
-    stub.reply(json_content={"label": "receipt", "confidence": 1.7})
+async def test_classify_constrains_the_label_and_measures_confidence_from_logprobs(
+    stub: OpenAIStub,
+) -> None:
+    labels = [
+        "invoice",
+        {"receipt": "proof of a payment already made"},
+        {"name": "contract", "description": "an agreement between parties"},
+    ]
+    label_reply(stub, "receipt", 0.6, invoice=0.3, contract=0.05)
     result = await run_node(
         "classification", {"text": "Thanks for shopping", "labels": labels}, settings=remote(stub)
     )
     assert result.output["label"] == "receipt"
-    assert result.output["confidence"] == 1.0  # clamped to [0, 1]
-    schema = sent_schema(stub.requests[0])
-    assert schema["properties"]["label"] == {"type": "string", "enum": labels}
-    assert schema["required"] == ["label", "confidence"]
+    # 0.6 of the 0.95 that begins a label's name.
+    assert result.output["confidence"] == pytest.approx(0.6 / 0.95, abs=1e-4)
+    assert result.output["confidence_from"] == "logprobs"
+    assert result.output["scores"] == {
+        "invoice": pytest.approx(0.3 / 0.95, abs=1e-4),
+        "receipt": pytest.approx(0.6 / 0.95, abs=1e-4),
+        "contract": pytest.approx(0.05 / 0.95, abs=1e-4),
+    }
+    assert result.review is None
+    [request] = stub.requests
+    schema = sent_schema(request)
+    assert schema["properties"]["label"] == {
+        "type": "string",
+        "enum": ["invoice", "receipt", "contract"],
+    }
+    assert schema["required"] == ["label"]
+    assert request["logprobs"] is True
+    system = request["messages"][0]["content"]
+    assert "- receipt: proof of a payment already made" in system
+    assert "- contract: an agreement between parties" in system
 
 
-async def test_summarize_returns_text_cut_to_max_words(stub: OpenAIStub) -> None:
-    stub.reply("  Northwind billed forty five euros for printer paper in March.  ")
+async def test_classify_without_logprobs_measures_agreement_of_samples(stub: OpenAIStub) -> None:
+    for label in ("letter", "letter", "invoice", "letter"):
+        stub.reply(json_content={"label": label})
     result = await run_node(
-        "summarization", {"text": INVOICE, "max_words": 5}, settings=remote(stub)
+        "ai.classify",
+        {"text": "Dear Sir", "labels": ["invoice", "letter"], "samples": 4},
+        settings=remote(stub),
     )
-    assert result.output["summary"] == "Northwind billed forty five euros"
-    request = stub.requests[0]
-    assert "response_format" not in request
-    assert "at most 5 words" in request["messages"][0]["content"]
+    assert result.output["label"] == "letter"
+    assert result.output["confidence"] == 0.75
+    assert result.output["confidence_from"] == "samples"
+    assert [r["temperature"] for r in stub.requests] == [0, 1.0, 1.0, 1.0]
+
+
+async def test_classify_below_min_confidence_asks_for_a_review(stub: OpenAIStub) -> None:
+    label_reply(stub, "invoice", 0.55, letter=0.45)
+    text = "Please find attached our statement."
+    result = await run_node(
+        "ai.classify",
+        {
+            "text": text,
+            "labels": ["invoice", "letter"],
+            "min_confidence": 0.8,
+            "approvers": ["ana"],
+        },
+        settings=remote(stub),
+    )
+    assert result.review is not None
+    assert result.review.options == ["invoice", "letter"]
+    assert result.review.field == "label"
+    assert result.review.proposed == result.output
+    assert result.review.approvers == ["ana"]
+    assert result.review.details["text"] == text
+    assert result.review.details["confidence"] == 0.55
+    assert "55% sure the label is 'invoice'" in result.review.message
+
+
+async def test_summary_cut_off_is_retried_shorter(stub: OpenAIStub) -> None:
+    stub.reply(
+        "Northwind billed forty five euros for printer paper in March, together with a note",
+        finish_reason="length",
+    )
+    stub.reply("Northwind billed 45 EUR for paper. It is due in March.")
+    result = await run_node(
+        "summarization", {"text": INVOICE, "max_words": 20}, settings=remote(stub)
+    )
+    assert result.output["summary"] == "Northwind billed 45 EUR for paper. It is due in March."
+    assert result.output["attempts"] == 2
+    first, second = stub.requests
+    assert "response_format" not in first
+    assert "at most 20 words, in complete sentences" in first["messages"][0]["content"]
+    # 60% of what was asked: 12 words.
+    assert "at most 12 words" in second["messages"][0]["content"]
+
+
+async def test_summary_that_never_fits_keeps_complete_sentences_and_key_facts(
+    stub: OpenAIStub,
+) -> None:
+    long = (
+        "Summary: Northwind billed 45 EUR for printer paper. The invoice is dated 5 March "
+        "2024. Payment is due within thirty days of"
+    )
+    for _ in range(3):
+        stub.reply(long + "\nKey facts:\n- Vendor: Northwind\n- Total: EUR 45.00\n- Extra")
+    result = await run_node(
+        "ai.summarize", {"text": INVOICE, "max_words": 14, "key_facts": 2}, settings=remote(stub)
+    )
+    assert result.output["summary"] == (
+        "Northwind billed 45 EUR for printer paper. The invoice is dated 5 March 2024."
+    )
+    assert result.output["words"] == 14
+    assert result.output["key_facts"] == ["Vendor: Northwind", "Total: EUR 45.00"]
+    assert result.output["attempts"] == 3
+    assert "Key facts:" in stub.requests[0]["messages"][0]["content"]
 
 
 async def test_prompt_fills_the_template_and_takes_the_seed_parameters(
@@ -308,7 +412,7 @@ async def test_prompt_fills_the_template_and_takes_the_seed_parameters(
     assert (request["temperature"], request["max_tokens"], request["top_p"]) == (0.7, 50, 0.5)
 
 
-async def test_prompt_without_prompt_sends_the_input(stub: OpenAIStub) -> None:
+async def test_prompt_without_prompt_analyses_the_input(stub: OpenAIStub) -> None:
     stub.reply(json_content={"summary": "ok", "score": 3})
     result = await run_node(
         "llm",
@@ -316,9 +420,36 @@ async def test_prompt_without_prompt_sends_the_input(stub: OpenAIStub) -> None:
         settings=remote(stub),
     )
     assert result.output["json"] == {"summary": "ok", "score": 3}
+    assert result.output["analysed"] == "input"
     request = stub.requests[0]
-    assert request["messages"] == [{"role": "user", "content": '{\n "a": 1\n}'}]
+    [message] = request["messages"]
+    assert message["content"].startswith("Analyse the document below")
+    assert message["content"].endswith('{\n "a": 1\n}')
     assert sent_schema(request)["properties"]["score"] == {"type": ["integer", "null"]}
+
+
+async def test_prompt_without_prompt_reads_the_document_its_input_names(
+    stub: OpenAIStub, tmp_path: Path
+) -> None:
+    document = tmp_path / "letter.md"
+    document.write_text("# Notice\n\nThe rent rises to 950 EUR from 1 July 2024.\n")
+    stub.reply("A rent increase notice.")
+    settings = remote(stub).model_copy(update={"file_roots": [tmp_path]})
+    result = await run_node(
+        "ai_processing",
+        {
+            "model": "gpt-4",
+            "max_tokens": 1000,
+            "temperature": 0.7,
+            "input": {"document_url": str(document), "document_type": "letter"},
+        },
+        settings=settings,
+    )
+    assert result.output["text"] == "A rent increase notice."
+    assert result.output["analysed"] == str(document)
+    content = stub.requests[0]["messages"][0]["content"]
+    assert "The rent rises to 950 EUR from 1 July 2024." in content
+    assert "document_type" not in content  # the document, not the step's own data
 
 
 async def test_prompt_appends_input_the_template_does_not_use(stub: OpenAIStub) -> None:

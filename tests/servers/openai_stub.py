@@ -54,14 +54,35 @@ class OpenAIStub:
         refusal: str | None = None,
         delay_seconds: float = 0.0,
         when: str | None = None,
+        logprobs: list[tuple[str, float, dict[str, float]]] | None = None,
     ) -> None:
         """Queue a successful completion (``json_content`` is serialized as the content).
+
+        ``logprobs``: the reply's tokens as ``(token, logprob, {alternative: logprob})``; they
+        must spell the content.
 
         ``delay_seconds`` holds the answer back, to make the client time out. ``when`` keeps
         the reply for the first request whose JSON contains that text (the order of parallel
         nodes' requests is not fixed).
         """
         text = json.dumps(json_content) if json_content is not None else content
+        tokens = None
+        if logprobs is not None:
+            assert "".join(t for t, _, _ in logprobs) == text, "logprobs must spell the content"
+            tokens = {
+                "content": [
+                    {
+                        "token": token,
+                        "logprob": logprob,
+                        "bytes": None,
+                        "top_logprobs": [
+                            {"token": alt, "logprob": lp, "bytes": None}
+                            for alt, lp in {token: logprob, **top}.items()
+                        ],
+                    }
+                    for token, logprob, top in logprobs
+                ]
+            }
         body = {
             "id": f"chatcmpl-stub-{time.monotonic_ns()}",
             "object": "chat.completion",
@@ -72,7 +93,7 @@ class OpenAIStub:
                     "index": 0,
                     "message": {"role": "assistant", "content": text, "refusal": refusal},
                     "finish_reason": finish_reason,
-                    "logprobs": None,
+                    "logprobs": tokens,
                 }
             ],
             "usage": {
