@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from activities._ai_client import Answer, Session, chat, check_schema, session
 from activities._context import NodeContext
@@ -89,6 +89,15 @@ class CheckSpec(BaseModel):
     message: str | None = None
 
 
+def _compiles(check: str | CheckSpec) -> str | CheckSpec:
+    compile_check(check if isinstance(check, str) else check.check)
+    return check
+
+
+CheckItem = Annotated[str | CheckSpec, AfterValidator(_compiles)]
+"""A check, compiled when the config is validated (a located error at load time)."""
+
+
 class ExtractConfig(_AIConfig):
     """Config of ``ai.extract``: named entities or a JSON Schema → ``{entities, needs_review,
     problems}``.
@@ -111,7 +120,7 @@ class ExtractConfig(_AIConfig):
     """Names of the values to find, e.g. ``[invoice_number, date, total_amount]``."""
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
     """A JSON Schema the extracted object must fit (instead of ``entities``)."""
-    checks: list[str | CheckSpec] = Field(default_factory=list)
+    checks: list[CheckItem] = Field(default_factory=list)
     """Rules as CEL over ``entities`` that must hold, e.g. ``entities.total_amount > 0.0``."""
     tolerance: float = Field(default=DEFAULT_TOLERANCE, ge=0)
     """How far sums may be off (absolute; or 0.5% of the value when larger)."""
@@ -132,13 +141,6 @@ class ExtractConfig(_AIConfig):
     @classmethod
     def _schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
         return check_schema(schema) if schema is not None else None
-
-    @field_validator("checks")
-    @classmethod
-    def _checks(cls, checks: list[str | CheckSpec]) -> list[str | CheckSpec]:
-        for check in checks:
-            compile_check(check if isinstance(check, str) else check.check)
-        return checks
 
     @model_validator(mode="after")
     def _one_target(self) -> ExtractConfig:

@@ -57,6 +57,12 @@ def register(commands: Commands) -> None:
     p.add_argument("--reject", action="store_true")
     p.add_argument("--comment")
     p.add_argument("--by", help="who decides (default $TIDEFLOW_USER or your user name)")
+    p.add_argument(
+        "--answer",
+        metavar="VALUE",
+        help="for a node waiting for a review: the answer instead of the proposed one "
+        "(a label, or JSON)",
+    )
 
     p = commands.add(
         "emit",
@@ -134,7 +140,8 @@ async def _set(args: argparse.Namespace) -> int:
 async def _approve(args: argparse.Namespace) -> int:
     run = await _updating(args, "approve")
     approved = not args.reject
-    await run.approve(args.node, approved, args.comment, args.by)
+    answer = parse_value(args.answer) if args.answer is not None else None
+    await run.approve(args.node, approved, args.comment, args.by, answer)
     print(f"{'approved' if approved else 'rejected'} {args.node} of {args.workflow_id}")
     return EXIT_OK
 

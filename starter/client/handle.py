@@ -226,9 +226,18 @@ class RunHandle:
         approved: bool = True,
         comment: str | None = None,
         by: str | None = None,
+        output: Any = None,
     ) -> ControlAnswer:
-        """Approve (or reject) an approval node (``by`` defaults to the client's user)."""
-        request = Approve(node=node, approved=approved, comment=comment, by=by or self._client.user)
+        """Approve (or reject) an approval node (``by`` defaults to the client's user). For a
+        node waiting for a review, ``output`` is the reviewer's answer (a label…) in place of
+        the proposed one."""
+        request = Approve(
+            node=node,
+            approved=approved,
+            comment=comment,
+            by=by or self._client.user,
+            output=output,
+        )
         return await self._update(TideflowWorkflow.approve, request)
 
     async def _update(
