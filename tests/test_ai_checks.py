@@ -77,7 +77,7 @@ async def test_each_rule_fires_then_repair_then_needs_review(stub: OpenAIStub, c
     stub.reply(json_content=wrong)
     stub.reply(json_content=wrong)  # the repair round changes nothing
     # A schema without "format": date, so the date reaches the rules (not the schema check).
-    config = {"text": INVOICE, "entities": ENTITIES}
+    config: dict[str, Any] = {"text": INVOICE, "entities": ENTITIES}
     if case == "a date that does not exist":
         config = {"text": INVOICE, "schema": _schema_without_formats()}
     result = await run_node("ai.extract", config, settings=remote(stub))

@@ -220,19 +220,23 @@ async def test_local_models_stay_within_the_resident_limit(tmp_path: Path) -> No
         await pool.aclose()
 
 
-@pytest.mark.parametrize("local", sorted({m.removeprefix("local:") for m in TASK_DEFAULTS.values()}))
+DEFAULT_LOCAL_MODELS = sorted({m.removeprefix("local:") for m in TASK_DEFAULTS.values()})
+
+
+@pytest.mark.parametrize("local", DEFAULT_LOCAL_MODELS)
 async def test_each_default_local_model_loads_and_answers(local: str, tmp_path: Path) -> None:
     if not _installed(local):
         pytest.fail(f"default local model {local} is not installed (python3 bootstrap.py test)")
     resources = WorkerResources(WorkerSettings(home=tmp_path))
     task = next(t for t, m in TASK_DEFAULTS.items() if m == f"local:{local}")
     try:
-        config: dict[str, Any] = {
+        configs: dict[str, dict[str, Any]] = {
             "extract": {"text": "Invoice number: INV-7. Total: 45.00 EUR", "entities": ["total"]},
             "classify": {"text": "Total due: 45.00 EUR by 1 May", "labels": ["invoice", "poem"]},
             "summarize": {"text": "The shop opens at nine. It closes at five.", "max_words": 12},
             "prompt": {"prompt": "Say OK.", "max_tokens": 5},
-        }[task]
+        }
+        config = configs[task]
         result = await run_node(f"ai.{task}", config, resources=resources)
     finally:
         await resources.aclose()
