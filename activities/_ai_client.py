@@ -219,14 +219,14 @@ async def _open_local(settings: WorkerSettings, local: str) -> Provider:
     client = AsyncOpenAI(
         base_url=server.base_url,
         api_key="local",
-        timeout=ai.request_timeout_seconds,
+        timeout=ai.local_request_timeout_seconds,
         max_retries=0,
     )
     return Provider(
         name=f"local:{name}",
         client=client,
         base_url=server.base_url,
-        timeout=ai.request_timeout_seconds,
+        timeout=ai.local_request_timeout_seconds,
         local=server,
     )
 

@@ -24,7 +24,7 @@ from interpreter.expressions import (
 CHECK_ROOTS = frozenset({"entities"})
 """Names a user's check may start from."""
 DEFAULT_TOLERANCE = 0.01
-"""Money tolerance: an absolute amount, or 0.5% of the value when that is larger (rounding)."""
+"""Money tolerance: an absolute amount (a cent), or 0.01% of the value when that is larger."""
 
 _CHECK_FIELD = re.compile(r"""\bentities\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*["']([^"']+)["']\s*\])""")
 
@@ -100,7 +100,7 @@ def line_items_add_up(entities: dict[str, Any], tolerance: float = DEFAULT_TOLER
 
 
 def _close(a: float, b: float, tolerance: float) -> bool:
-    return abs(a - b) <= max(tolerance, 0.005 * max(abs(a), abs(b)))
+    return abs(a - b) <= max(tolerance, 1e-4 * max(abs(a), abs(b)))
 
 
 def _number(value: Any) -> float | None:

@@ -123,7 +123,7 @@ class ExtractConfig(_AIConfig):
     checks: list[CheckItem] = Field(default_factory=list)
     """Rules as CEL over ``entities`` that must hold, e.g. ``entities.total_amount > 0.0``."""
     tolerance: float = Field(default=DEFAULT_TOLERANCE, ge=0)
-    """How far sums may be off (absolute; or 0.5% of the value when larger)."""
+    """How far sums may be off (absolute; or 0.01% of the value when larger)."""
     repair: bool = True
     """Ask the model once to correct an answer that breaks a rule."""
     review: bool = False

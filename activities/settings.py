@@ -81,6 +81,10 @@ class AISettings(_Section):
     """How many local models may be loaded at once (each holds 0.3-1.4 GB); the least
     recently used idle one is unloaded to make room."""
     request_timeout_seconds: float = 120.0
+    local_request_timeout_seconds: float = 540.0
+    """Longest a local model may take to answer one request (it answers one at a time, on the
+    worker's CPU: long extractions on a busy 2-core machine take minutes). Below the nodes'
+    default 600 s timeout."""
     schema_repairs: int = 2
     """How many times a reply that does not fit the output schema is asked again."""
     prices: dict[str, ModelPrice] = Field(default_factory=dict)

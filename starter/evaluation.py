@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from starter.client import TideflowClient
 
 DEFAULT_TOLERANCE = 0.01
-"""Numbers agree within this much (absolute) or 0.5% of the expected value, if larger."""
+"""Numbers agree within this much (absolute), or 0.01% of the expected value if larger."""
 _MISSING = object()
 _LABEL_NAMES = ("label", "labels", "category", "class", "kind")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -226,7 +226,7 @@ def same(expected: Any, got: Any, tolerance: float = DEFAULT_TOLERANCE) -> bool:
     if isinstance(expected, int | float):
         number = _as_number(got)
         return number is not None and abs(number - expected) <= max(
-            tolerance, 0.005 * abs(expected)
+            tolerance, 1e-4 * abs(expected)
         )
     if isinstance(expected, str):
         if _DATE.match(expected):

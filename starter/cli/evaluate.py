@@ -47,7 +47,7 @@ def register(commands: Commands) -> None:
         "--tolerance",
         type=float,
         default=0.01,
-        help="how far numbers may be off (default 0.01, or 0.5%% when larger)",
+        help="how far numbers may be off (default 0.01, or 0.01%% when larger)",
     )
     p.add_argument("--limit", type=int, metavar="N", help="only the first N cases")
 
