@@ -41,17 +41,17 @@ CASES = [
     {
         "inputs": {"text": "Invoice A, total 10"},
         "expected": {"label": "invoice", "total_amount": 10, "date": "2024-01-05"},
-    },  # noqa: E501
+    },
     {
         "id": "b",
         "inputs": {"text": "Invoice B, total 20"},
         "expected": {"label": "invoice", "total_amount": 20, "date": "2024-02-01"},
-    },  # noqa: E501
+    },
     {
         "id": "c",
         "inputs": {"text": "Dear C"},
         "expected": {"label": "letter", "total_amount": None},
-    },  # noqa: E501
+    },
 ]
 
 
