@@ -35,7 +35,7 @@ from activities._extraction_checks import (
     compile_check,
     violations,
 )
-from activities._models import ModelChoice, check_model_name
+from activities._models import ModelChoice, check_model_name, choose
 from activities._registry import node_type
 from activities.errors import NodeConfigError
 from interpreter.node_io import NodeResult, ReviewRequest
@@ -720,6 +720,8 @@ async def prompt(config: PromptConfig, ctx: NodeContext) -> dict[str, Any]:
         messages.append({"role": "system", "content": config.system})
     analysed: str | None = None
     if config.prompt_template is None and config.prompt is None:
+        # An unavailable model fails before the document is read.
+        choose(config.model, task="prompt", ai=ctx.settings.ai, fallback=config.fallback_model)
         text, analysed = await _analysis_text(config.input, ctx)
         messages.append({"role": "user", "content": text})
     else:

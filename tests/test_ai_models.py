@@ -20,8 +20,10 @@ from interpreter import DefinitionError, load_string
 from interpreter.node_io import BUDGET_EXCEEDED, BudgetLeft
 from tests.nodes import run_node
 from tests.servers.openai_stub import OpenAIStub
+from tests.servers.tideflow_worker import Tideflow
 from tests.test_ai import INVOICE, host, label_reply, remote
 
+SEED_001 = Path(__file__).parent / "seeds" / "001_document_processing.yaml"
 SEED_STEP = {"model": "gpt-4", "max_tokens": 1000, "temperature": 0.7}
 
 
@@ -243,3 +245,20 @@ async def test_each_default_local_model_loads_and_answers(local: str, tmp_path: 
     assert result.output["provider"].startswith("local:")
     assert local.removesuffix("-instruct") in result.output["model"]
     assert result.usage is not None and result.usage.completion_tokens > 0
+
+
+async def test_seed_001_says_gpt_4_is_unavailable_instead_of_running_a_local_model(
+    tideflow: Tideflow, tmp_path: Path
+) -> None:
+    document = tmp_path / "letter.md"
+    document.write_text("The rent rises to 950 EUR from 1 July 2024.\n")
+    report = await tideflow.run(
+        SEED_001.read_text(),
+        {"document_url": str(document), "document_type": "letter"},
+    )
+    assert report.status == "failed"
+    node = report.nodes["ai_analysis"]
+    assert node.status == "failed"
+    assert node.attempts == 1  # not retried: another attempt cannot fix it
+    assert "model 'gpt-4' is not available on this worker" in (node.error or "")
+    assert report.nodes["result_storage"].status in ("pending", "skipped", "cancelled")
