@@ -87,6 +87,7 @@ def _table(invoices: list[Path], reports: list[RunReport], expected: dict[str, A
     for field in FIELDS:
         table.add_column(field)
     table.add_column("line items", justify="right")
+    table.add_column("checks")
     table.add_column("right", justify="right")
     for path, report in zip(invoices, reports, strict=True):
         node = report.nodes.get("extract_invoice_data")
@@ -107,8 +108,19 @@ def _table(invoices: list[Path], reports: list[RunReport], expected: dict[str, A
         name = Text(path.name)
         if report.status != "completed":
             name.append(f" {report.status}", style="red")
-        table.add_row(name, *cells, str(count), f"{right}/{len(FIELDS)}")
+        table.add_row(name, *cells, str(count), _checks(node), f"{right}/{len(FIELDS)}")
     return table
+
+
+def _checks(node: Any) -> Text:
+    """What the extraction's checks said: the fields that need review, or that all held."""
+    output = node.output if node is not None and isinstance(node.output, dict) else {}
+    review = output.get("needs_review")
+    if review is None:
+        return Text("—")
+    if review:
+        return Text("review: " + ", ".join(review), style="yellow")
+    return Text("ok", style="green")
 
 
 def _same(got: Any, want: Any) -> bool:
