@@ -335,7 +335,13 @@ def print_report(report: RunReport) -> None:
         out.print(Text("outputs: " + json.dumps(report.outputs, indent=2, default=str)))
     if report.usage.ai_tokens:
         cost = f", ${report.usage.cost_usd:.4f}" if report.usage.cost_usd is not None else ""
-        out.print(Text(f"AI tokens: {report.usage.ai_tokens}{cost}"))
+        # The models that actually answered (a fallback or a catalogue entry may differ from
+        # what the definition asked for).
+        models = sorted(
+            {str(n.usage["model"]) for n in report.nodes.values() if (n.usage or {}).get("model")}
+        )
+        answered = f" · answered by {', '.join(models)}" if models else ""
+        out.print(Text(f"AI tokens: {report.usage.ai_tokens}{cost}{answered}"))
     if report.error:
         out.print(Text.assemble(("error: ", "red"), report.error))
 

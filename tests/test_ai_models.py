@@ -262,3 +262,26 @@ async def test_seed_001_says_gpt_4_is_unavailable_instead_of_running_a_local_mod
     assert node.attempts == 1  # not retried: another attempt cannot fix it
     assert "model 'gpt-4' is not available on this worker" in (node.error or "")
     assert report.nodes["result_storage"].status in ("pending", "skipped", "cancelled")
+
+
+def test_the_printed_report_names_the_models_that_answered(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from interpreter.report import DefinitionRef, NodeReport, RunReport, RunUsage
+    from starter.progress import print_report
+
+    report = RunReport(
+        workflow_id="w-1",
+        run_id="r",
+        definition=DefinitionRef(name="triage", version="1"),
+        status="completed",
+        usage=RunUsage(ai_tokens=30, prompt_tokens=20, completion_tokens=10),
+        nodes={
+            "a": NodeReport(status="completed", usage={"model": "gpt-4-0613", "total_tokens": 15}),
+            "b": NodeReport(status="completed", usage={"model": "qwen2.5-coder-1.5b-instruct"}),
+        },
+    )
+    print_report(report)
+    assert "AI tokens: 30 · answered by gpt-4-0613, qwen2.5-coder-1.5b-instruct" in (
+        capsys.readouterr().out
+    )
