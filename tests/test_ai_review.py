@@ -3,8 +3,11 @@ label becomes the node's output; the run report names the model that answered.""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from interpreter.control import Approve
 from interpreter.report import RunState
 from interpreter.workflow import TideflowWorkflow
 from starter import client as tideflow_client
+from starter.cli import main as cli_main
 from tests.polling import eventually
 from tests.servers.openai_stub import OpenAIStub
 from tests.test_ai import label_reply
@@ -66,7 +70,10 @@ async def ai_queue(
 
 
 async def test_a_doubtful_label_waits_for_review_and_takes_the_reviewers_label(
-    temporal_env: WorkflowEnvironment, openai_stub: OpenAIStub, ai_queue: str
+    temporal_env: WorkflowEnvironment,
+    openai_stub: OpenAIStub,
+    ai_queue: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     label_reply(openai_stub, "invoice", 0.6, letter=0.4)
     text = "Dear Ana, the amount we spoke about is enclosed."
@@ -97,10 +104,14 @@ async def test_a_doubtful_label_waits_for_review_and_takes_the_reviewers_label(
             TideflowWorkflow.approve, Approve(node="classify", output="poem", by="ana")
         )
     assert "'poem' is not an answer of 'classify'" in str(refused.value.cause)
-    await handle.execute_update(
-        TideflowWorkflow.approve,
-        Approve(node="classify", output="letter", by="ana", comment="it is a letter"),
-    )
+    # The reviewer answers with the CLI, as a person would.
+    monkeypatch.setenv("TEMPORAL_ADDRESS", temporal_env.client.service_client.config.target_host)
+    out = io.StringIO()
+    argv = ["approve", handle.id, "classify", "--answer", "letter", "--by", "ana"]
+    with redirect_stdout(out):
+        code = await asyncio.to_thread(cli_main, [*argv, "--comment", "it is a letter"])
+    assert code == 0
+    assert out.getvalue() == f"approved classify of {handle.id}\n"
     report = await tideflow_client.result(temporal_env.client, handle.id)
     assert report.status == "completed"
     assert report.outputs == {"label": "letter"}
