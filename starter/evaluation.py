@@ -225,9 +225,7 @@ def same(expected: Any, got: Any, tolerance: float = DEFAULT_TOLERANCE) -> bool:
         return bool(got == expected)
     if isinstance(expected, int | float):
         number = _as_number(got)
-        return number is not None and abs(number - expected) <= max(
-            tolerance, 1e-4 * abs(expected)
-        )
+        return number is not None and abs(number - expected) <= max(tolerance, 1e-4 * abs(expected))
     if isinstance(expected, str):
         if _DATE.match(expected):
             return _as_date(got) == expected

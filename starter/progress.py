@@ -338,7 +338,7 @@ def print_report(report: RunReport) -> None:
         # The models that actually answered (a fallback or a catalogue entry may differ from
         # what the definition asked for).
         models = sorted(
-            {str(n.usage["model"]) for n in report.nodes.values() if (n.usage or {}).get("model")}
+            {str(model) for n in report.nodes.values() if (model := (n.usage or {}).get("model"))}
         )
         answered = f" · answered by {', '.join(models)}" if models else ""
         out.print(Text(f"AI tokens: {report.usage.ai_tokens}{cost}{answered}"))
