@@ -614,9 +614,13 @@ async def summarize(config: SummarizeConfig, ctx: NodeContext) -> dict[str, Any]
                 temperature=_default(config.temperature, 0.0),
                 max_tokens=_summary_tokens(config, target, facts),
             )
-            summary, key_facts = _split_summary(answer.text, facts)
+            summary, key_facts, listed = _split_summary(answer.text, facts)
             words = len(summary.split())
-            cut = answer.finish_reason == "length" or not _SENTENCE_END.search(summary)
+            ran_out = answer.finish_reason == "length"
+            if ran_out and listed and key_facts:
+                # Cut off among the facts, after a whole summary: only the last fact may be cut.
+                key_facts, ran_out = key_facts[:-1], False
+            cut = ran_out or not _SENTENCE_END.search(summary)
             too_long = config.max_words is not None and words > config.max_words
             if summary and not cut and not too_long:
                 break
@@ -651,14 +655,15 @@ def _summary_tokens(config: SummarizeConfig, target: int | None, facts: int) -> 
     if config.max_tokens:
         return config.max_tokens
     words = target or 150
-    return int(words * 2 + 48 + facts * 40)
+    return int(words * 2 + 48 + facts * 60)
 
 
-def _split_summary(text: str, facts: int) -> tuple[str, list[str]]:
-    """The summary and the key facts of a reply (facts only when asked)."""
+def _split_summary(text: str, facts: int) -> tuple[str, list[str], bool]:
+    """The summary and the key facts of a reply (facts only when asked), and whether the
+    reply got as far as the facts."""
     text = text.strip()
     if not facts:
-        return _SUMMARY_HEADING.sub("", text, count=1).strip(), []
+        return _SUMMARY_HEADING.sub("", text, count=1).strip(), [], False
     heading = _FACTS_HEADING.search(text)
     head, tail = (text[: heading.start()], text[heading.end() :]) if heading else (text, "")
     summary_lines, listed = [], []
@@ -675,7 +680,7 @@ def _split_summary(text: str, facts: int) -> tuple[str, list[str]]:
         elif line.strip() and not listed:
             listed.append(line.strip())
     summary = _SUMMARY_HEADING.sub("", " ".join(summary_lines), count=1).strip()
-    return summary, listed[:facts]
+    return summary, listed[:facts], heading is not None or bool(listed)
 
 
 def complete_sentences(text: str, max_words: int | None = None) -> str:

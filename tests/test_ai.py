@@ -382,6 +382,22 @@ async def test_summary_that_never_fits_keeps_complete_sentences_and_key_facts(
     assert "Key facts:" in stub.requests[0]["messages"][0]["content"]
 
 
+async def test_a_reply_cut_off_among_the_key_facts_keeps_its_whole_summary(
+    stub: OpenAIStub,
+) -> None:
+    stub.reply(
+        "Summary: Northwind billed 45 EUR. It is due in March.\n"
+        "Key facts:\n- Vendor: Northwind\n- Total: 45 E",
+        finish_reason="length",
+    )
+    result = await run_node(
+        "ai.summarize", {"text": INVOICE, "max_words": 20, "key_facts": 3}, settings=remote(stub)
+    )
+    assert result.output["summary"] == "Northwind billed 45 EUR. It is due in March."
+    assert result.output["key_facts"] == ["Vendor: Northwind"]  # the cut one is dropped
+    assert result.output["attempts"] == 1
+
+
 async def test_prompt_fills_the_template_and_takes_the_seed_parameters(
     stub: OpenAIStub,
 ) -> None:
