@@ -5,6 +5,7 @@ parallel, then file the digest) and parse-and-post."""
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -86,7 +87,19 @@ async def test_document_triage_summarises_classifies_and_files_the_digest(
 ) -> None:
     queue, settings = examples_worker
     openai_stub.reset()
-    openai_stub.reply(json_content={"label": "article", "confidence": 0.9}, when='"classification"')
+    # The label's token is 90% likely (10% "invoice"): the node's confidence is 0.9.
+    openai_stub.reply(
+        json_content={"label": "article"},
+        when='"classification"',
+        logprobs=[
+            ('{"', 0.0, {}),
+            ("label", 0.0, {}),
+            ('":', 0.0, {}),
+            (' "', 0.0, {}),
+            ("article", math.log(0.9), {"invoice": math.log(0.1)}),
+            ('"}', 0.0, {}),
+        ],
+    )
     openai_stub.reply("Warehouses cut stock-outs by reordering earlier.", when="Summarize")
     definition = api.load(EXAMPLES / "document-triage.yaml")
     report = await api.run(
