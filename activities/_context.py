@@ -7,13 +7,16 @@ import contextvars
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from temporalio import activity
 
 from activities._secrets import Redactor
 from activities.settings import WorkerSettings
 from interpreter.node_io import RunInfo, Usage
+
+if TYPE_CHECKING:
+    from activities.values import ValueStore
 
 T = TypeVar("T")
 
@@ -29,6 +32,15 @@ class WorkerResources:
         self._items: dict[str, Any] = {}
         self._closers: list[Callable[[], Any]] = []
         self._lock = asyncio.Lock()
+        self._values: ValueStore | None = None
+
+    def values(self) -> ValueStore:
+        """The worker's store of values passed by reference (one per worker)."""
+        if self._values is None:
+            from activities.values import ValueStore
+
+            self._values = ValueStore(self.settings)
+        return self._values
 
     async def get(
         self,

@@ -31,8 +31,10 @@ from activities._context import NodeContext, WorkerResources
 from activities._secrets import Redactor, redacting_logs, resolve_secrets
 from activities.errors import NodeConfigError, NodeError, PermanentNodeError
 from activities.files import megabytes
+from activities.values import offload, resolve_async
 from interpreter.node_io import NodeInput, NodeResult, RunInfo
 from interpreter.node_types import BUILTIN_ALIASES, RAW_CONFIG_KEYS
+from interpreter.values import has_refs
 
 NodeFunction = Callable[[Any, NodeContext], Any]
 
@@ -148,10 +150,13 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
         span.set_attribute("tideflow.node_type", node_type.name)
         span.set_attribute("tideflow.workflow_id", info.workflow_id or "")
         used: dict[str, str] = {}
+        values = resources.values()
+        config_in = await resolve_async(input.config, values)
+        scope = await resolve_async(input.scope, values)
         try:
             raw = RAW_CONFIG_KEYS.get(node_type.name, frozenset())
             resolved = {
-                k: v if k in raw else resolve_secrets(v, used=used) for k, v in input.config.items()
+                k: v if k in raw else resolve_secrets(v, used=used) for k, v in config_in.items()
             }
             config = node_type.config_model.model_validate(resolved)
         except NodeConfigError as e:
@@ -167,7 +172,7 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             attempt=info.attempt,
             settings=resources.settings,
             resources=resources,
-            scope=input.scope,
+            scope=scope,
             _loop=asyncio.get_running_loop(),
             _activity_context=contextvars.copy_context(),
             _redactor=redactor or None,
@@ -179,7 +184,9 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             cache_key = NodeCache.key(node_type.name, input.config)
             hit = cache.get(cache_key, input.cache_ttl_seconds)
             if hit is not MISSING:
-                return NodeResult(output=hit, attempt=info.attempt, cached=True)
+                return NodeResult(
+                    output=hit, attempt=info.attempt, cached=True, references=has_refs(hit)
+                )
         with redacting_logs(redactor) if redactor else contextlib.nullcontext():
             heartbeat = asyncio.create_task(_keep_alive(info.heartbeat_timeout, ctx))
             try:
@@ -191,6 +198,10 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
                     )
                 output = redactor.value(to_jsonable_python(output))
                 _check_output_size(output, resources.settings.max_output_bytes)
+                # Large parts stay out of the workflow: stored, and passed on by reference.
+                output, references = await asyncio.to_thread(
+                    offload, output, values, resources.settings.reference_threshold
+                )
             except asyncio.CancelledError:
                 raise
             except ApplicationError as e:
@@ -205,7 +216,9 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
                 heartbeat.cancel()
         if cache is not None:
             cache.put(cache_key, output)
-        return NodeResult(output=output, attempt=info.attempt, usage=ctx.usage)
+        return NodeResult(
+            output=output, attempt=info.attempt, usage=ctx.usage, references=references
+        )
 
     run_node.__name__ = run_node.__qualname__ = node_type.name.replace(".", "_")
     return activity.defn(name=node_type.name)(run_node)

@@ -108,6 +108,9 @@ class WorkerSettings(_Section):
     http.request responses), in MiB (``TIDEFLOW_MAX_DOWNLOAD_MB``)."""
     max_output_mb: float = Field(default=64.0, gt=0)
     """Largest output a node may return, as JSON, in MiB (``TIDEFLOW_MAX_OUTPUT_MB``)."""
+    reference_threshold: int = Field(default=1024 * 1024, ge=1024)
+    """Parts of a node's output bigger than this many bytes (as JSON) stay out of the workflow:
+    they are stored and passed on by reference (``TIDEFLOW_REFERENCE_THRESHOLD``)."""
     databases: dict[str, str] = Field(default_factory=dict)
     """Named SQLAlchemy URLs; ``default_database`` defaults to SQLite in the data folder."""
     ai: AISettings = Field(default_factory=AISettings)
@@ -192,6 +195,7 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
         "TIDEFLOW_ALLOW_PRIVATE_NETWORKS": ("allow_private_networks",),
         "TIDEFLOW_MAX_DOWNLOAD_MB": ("max_download_mb",),
         "TIDEFLOW_MAX_OUTPUT_MB": ("max_output_mb",),
+        "TIDEFLOW_REFERENCE_THRESHOLD": ("reference_threshold",),
         "OPENAI_BASE_URL": ("ai", "base_url"),
         "OPENAI_API_KEY": ("ai", "api_key"),
         "TIDEFLOW_AI_MODEL": ("ai", "model"),

@@ -76,6 +76,7 @@ from interpreter.report import (
 )
 from interpreter.scheduler import ENDED, GraphNode, NodeStatus, Scheduler
 from interpreter.snapshot import Foreach, Purpose, RunSnapshot, Step, Work
+from interpreter.values import SCOPE_MARK, has_refs
 
 MAX_IN_FLIGHT = 500
 """Activities and child workflows of one run running at once (Temporal caps pending activities
@@ -155,6 +156,8 @@ class RunCore:
         self.attention: dict[str, str] = {}
         """Node that needs attention → why: ``error``, or ``budget``."""
         self.notified = 0
+        self.ref_nodes: set[str] = set()
+        """Nodes whose outputs hold references to stored values: CEL cannot read them."""
         self._final: RunCommand | None = None
         """The run's outcome while its lifecycle notifications are still being sent."""
         self._observed = 0
@@ -206,6 +209,7 @@ class RunCore:
             node_spent=self.node_spent,
             attention=self.attention,
             notified=self.notified,
+            ref_nodes=sorted(self.ref_nodes),
         ).model_dump(mode="json")
 
     @classmethod
@@ -257,6 +261,7 @@ class RunCore:
         core.node_spent = {k: (int(v[0]), float(v[1])) for k, v in snap.node_spent.items()}
         core.attention = dict(snap.attention)
         core.notified = snap.notified
+        core.ref_nodes = set(snap.ref_nodes)
         core._observed = len(core.scheduler.history)
         core._started = True
         if core.fatal is not None or core.cancel_requested:
@@ -312,6 +317,10 @@ class RunCore:
                 work = self._take(label)
                 if work is not None:
                     self._spend(work.node, event.usage)
+                    if event.references:
+                        self.ref_nodes.add(work.node)
+                        if work.purpose == "fallback" and work.invoker is not None:
+                            self.ref_nodes.add(work.invoker)
                     if event.review is not None and work.purpose in ("node", "item"):
                         self._review(work, event.review, event.output, event.attempts, event.usage)
                     else:
@@ -461,6 +470,8 @@ class RunCore:
                 node_id, self._now, reused.output, attempts=reused.attempts, usage=reused.usage
             )
             self.reused.append(node_id)
+            if has_refs(reused.output):
+                self.ref_nodes.add(node_id)
             if node.compensate:
                 self.compensations.append(node_id)
             return
@@ -943,6 +954,8 @@ class RunCore:
                 state.results[first + shift] = value
             state.attempts = max(state.attempts, int(outputs.get("attempts") or 0))
             state.usage = _add_usage(state.usage, outputs.get("usage"))
+            if outputs.get("references"):
+                self.ref_nodes.add(work.node)
             self._spend(work.node, outputs.get("usage"))
             errors = outputs.get("errors") or {}
             for key in sorted(errors, key=int):
@@ -971,6 +984,7 @@ class RunCore:
                 "attempts": attempts,
                 "usage": state.usage,
                 "failure": state.failure,
+                "references": node.id in self.ref_nodes,
             }
             self.scheduler.node_completed(node.id, self._now, None, attempts=attempts)
             return
@@ -1485,12 +1499,17 @@ class RunCore:
 
     def _scope_for(self, refs: References) -> dict[str, Any]:
         ids = self.scheduler.states if refs.all_nodes else refs.nodes
-        return {
+        scope: dict[str, Any] = {
             "inputs": self.inputs,
             "vars": self.vars,
             "nodes": {i: self._node_view(i) for i in ids if i in self.scheduler.states},
             "run": self._run_view(),
         }
+        if self.ref_nodes:
+            stored = self.ref_nodes if refs.all_nodes else self.ref_nodes & refs.nodes
+            if stored:
+                scope[SCOPE_MARK] = frozenset(stored)
+        return scope
 
     def _code_scope(self, node: PlanNode, scope: dict[str, Any]) -> dict[str, Any]:
         """The scope of a node running user code: the nodes its code names (every ended node
@@ -1504,7 +1523,7 @@ class RunCore:
         else:
             named = sorted(refs.nodes | node.references.nodes)
             views = {i: self._node_view(i) for i in named if i in states}
-        return {**scope, "nodes": views}
+        return {**{k: v for k, v in scope.items() if k != SCOPE_MARK}, "nodes": views}
 
     def _node_view(self, node_id: str) -> dict[str, Any]:
         state = self.scheduler.states[node_id]

@@ -130,6 +130,7 @@ class RunSnapshot(BaseModel):
     node_spent: dict[str, tuple[int, float]] = Field(default_factory=dict)
     attention: dict[str, str] = Field(default_factory=dict)
     notified: int = 0
+    ref_nodes: list[str] = Field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSnapshot:

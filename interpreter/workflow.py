@@ -317,7 +317,9 @@ class TideflowWorkflow:
         else:
             usage = result.usage.model_dump() if result.usage else None
             review = result.review.model_dump(mode="json") if result.review else None
-            event = WorkCompleted(label, result.output, result.attempt, usage, review)
+            event = WorkCompleted(
+                label, result.output, result.attempt, usage, review, result.references
+            )
         self._inbox.append(event)
 
     async def _run_child(self, command: StartChild) -> None:
