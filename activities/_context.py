@@ -85,6 +85,8 @@ class NodeContext:
     usage: Usage | None = None
     last_heartbeat: tuple[Any, ...] = ()
     """The details of the node's latest heartbeat (the registry repeats them to keep alive)."""
+    local: bool = False
+    """Whether the node runs as a local activity (it cannot heartbeat)."""
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _activity_context: contextvars.Context | None = field(default=None, repr=False)
     _redactor: Redactor | None = field(default=None, repr=False)
@@ -97,7 +99,7 @@ class NodeContext:
             details = tuple(self._redactor.value(list(details)))
         self.last_heartbeat = details
         loop, context = self._loop, self._activity_context
-        if loop is None or context is None:
+        if loop is None or context is None or self.local:
             return
         try:
             running = asyncio.get_running_loop()

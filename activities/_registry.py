@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NoReturn
@@ -48,6 +48,12 @@ class NodeType:
     function: NodeFunction
     aliases: tuple[str, ...] = ()
     description: str = ""
+    execution: Execution | None = None
+    """How a node of this type runs unless it says: ``local`` (cheap enough for a Temporal local
+    activity), or a function of the node's config as written giving ``local`` or None."""
+
+
+Execution = str | Callable[[Mapping[str, Any]], str | None]
 
 
 @dataclass
@@ -86,6 +92,16 @@ class Registry:
         found = self.get(name)
         return found.config_model if found else None
 
+    def default_execution(self, name: str, config: Mapping[str, Any]) -> str | None:
+        """How a node of type ``name`` with ``config`` runs unless it says (the plan compiler
+        asks): ``local`` or None (a regular activity)."""
+        found = self.get(name)
+        if found is None or found.execution is None:
+            return None
+        if isinstance(found.execution, str):
+            return found.execution
+        return found.execution(config)
+
     def names(self) -> list[str]:
         """Every canonical name and alias, sorted."""
         return sorted({*self._types, *self._aliases})
@@ -107,6 +123,7 @@ def node_type(
     config_model: type[BaseModel],
     *,
     aliases: Iterable[str] = (),
+    execution: Execution | None = None,
     registry_: Registry | None = None,
 ) -> Callable[[NodeFunction], NodeFunction]:
     """Register the decorated function as the node type ``name``.
@@ -126,6 +143,7 @@ def node_type(
                 function=function,
                 aliases=(*builtin, *aliases),
                 description=inspect.getdoc(function) or "",
+                execution=execution,
             )
         )
         return function
@@ -173,6 +191,7 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             settings=resources.settings,
             resources=resources,
             scope=scope,
+            local=info.is_local,
             _loop=asyncio.get_running_loop(),
             _activity_context=contextvars.copy_context(),
             _redactor=redactor or None,
@@ -188,7 +207,10 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
                     output=hit, attempt=info.attempt, cached=True, references=has_refs(hit)
                 )
         with redacting_logs(redactor) if redactor else contextlib.nullcontext():
-            heartbeat = asyncio.create_task(_keep_alive(info.heartbeat_timeout, ctx))
+            # A local activity cannot heartbeat: it runs within the workflow task.
+            heartbeat = asyncio.create_task(
+                _keep_alive(info.heartbeat_timeout, ctx) if not info.is_local else asyncio.sleep(0)
+            )
             try:
                 if inspect.iscoroutinefunction(node_type.function):
                     output = await node_type.function(config, ctx)

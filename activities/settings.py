@@ -119,6 +119,10 @@ class WorkerSettings(_Section):
     code: CodeSettings = Field(default_factory=CodeSettings)
     documents: DocumentsSettings = Field(default_factory=DocumentsSettings)
     max_concurrent_activities: int = 100
+    max_concurrent_local_activities: int = 100
+    """Nodes running as local activities at once (``execution: local``). Local activities run
+    inside workflow tasks: the worker keeps its workflow-task slots at 50 so they cannot starve
+    it (MACHINE-NOTES: 200 runs of local activities hung with the SDK's default of 100)."""
 
     @property
     def resolved_file_root(self) -> Path:

@@ -560,6 +560,7 @@ class RunCore:
                 node=node.id,
                 activity_id=work.label if not rerun else f"{work.label}~{rerun}",
                 input=node_input,
+                local=node.local,
             )
         )
 

@@ -280,19 +280,33 @@ class TideflowWorkflow:
             handle.add_done_callback(partial(self._activity_done, label, None))
             return
         node = self._node(command.node)
-        handle = workflow.start_activity(
-            node.type,
-            command.input,
-            result_type=NodeResult,
-            activity_id=command.activity_id,
-            summary=node.summary if label == node.id else f"{node.summary} {label}",
-            task_queue=node.task_queue,
-            start_to_close_timeout=timedelta(seconds=node.timeout),
-            heartbeat_timeout=(
-                timedelta(seconds=node.heartbeat_timeout) if node.heartbeat_timeout else None
-            ),
-            retry_policy=_retry_policy(node.retry),
-        )
+        summary = node.summary if label == node.id else f"{node.summary} {label}"
+        if command.local:
+            # A local activity: run by this worker within the workflow task, its result a
+            # marker (one history event); long retry backoffs become timers, as the SDK does.
+            handle = workflow.start_local_activity(
+                node.type,
+                command.input,
+                result_type=NodeResult,
+                activity_id=command.activity_id,
+                summary=summary,
+                start_to_close_timeout=timedelta(seconds=node.timeout),
+                retry_policy=_retry_policy(node.retry),
+            )
+        else:
+            handle = workflow.start_activity(
+                node.type,
+                command.input,
+                result_type=NodeResult,
+                activity_id=command.activity_id,
+                summary=summary,
+                task_queue=node.task_queue,
+                start_to_close_timeout=timedelta(seconds=node.timeout),
+                heartbeat_timeout=(
+                    timedelta(seconds=node.heartbeat_timeout) if node.heartbeat_timeout else None
+                ),
+                retry_policy=_retry_policy(node.retry),
+            )
         self._running[label] = handle
         handle.add_done_callback(partial(self._activity_done, label, node))
 

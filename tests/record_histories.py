@@ -336,6 +336,19 @@ EXAMPLES: dict[str, Example] = {
         """,
         formats=frozenset({2}),
     ),
+    "local_execution": Example(
+        """
+        name: Replay local
+        defaults:
+          execution: local
+          retry: {max_attempts: 3, backoff: fixed, initial_interval: 50ms}
+        tasks:
+          - {id: flaky, type: test.flaky, config: {failures: 1}}
+          - {id: next, type: test.echo, depends_on: [flaky], config: {value: 2}}
+          - {id: remote, type: test.echo, depends_on: [next], execution: remote}
+        """,
+        formats=frozenset({2}),
+    ),
     "continue_as_new_foreach": Example(
         """
         name: Replay foreach chain
