@@ -80,6 +80,25 @@ class Transition(BaseModel):
     detail: str | None = None
 
 
+class AwaitedEvent(BaseModel):
+    """What a ``wait_for_event`` node waits for."""
+
+    event: str
+    correlation: str | None = None
+
+
+class PendingApproval(BaseModel):
+    """An approval or review waiting for a person."""
+
+    kind: str = "approval"
+    """``approval``, or ``review`` for a node's answer a person should confirm."""
+    message: str | None = None
+    approvers: list[str] = Field(default_factory=list)
+    proposed: Any = None
+    options: list[Any] | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
 class RunState(BaseModel):
     """The answer of the ``state`` query: a live view of a run."""
 
@@ -101,22 +120,3 @@ class RunState(BaseModel):
     attention: dict[str, str] = Field(default_factory=dict)
     """Node that needs attention → why (``error``, or ``budget`` when the budget stopped it)."""
     budget: BudgetReport | None = None
-
-
-class AwaitedEvent(BaseModel):
-    """What a ``wait_for_event`` node waits for."""
-
-    event: str
-    correlation: str | None = None
-
-
-class PendingApproval(BaseModel):
-    """An approval or review waiting for a person."""
-
-    kind: str = "approval"
-    """``approval``, or ``review`` for a node's answer a person should confirm."""
-    message: str | None = None
-    approvers: list[str] = Field(default_factory=list)
-    proposed: Any = None
-    options: list[Any] | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
