@@ -90,6 +90,10 @@ class WorkerSettings(_Section):
     task_queue: str = "tideflow"
     payload_threshold: int = 256 * 1024
     """Values bigger than this many bytes travel as references to the payload store."""
+    history_inline_limit: int = 1024
+    """A run's input (its plan) and result (its report) over this many bytes are stored in the
+    payload store and referenced from history (``TIDEFLOW_HISTORY_INLINE_LIMIT``; 0 keeps them
+    inline, readable in the Web UI without a codec server)."""
     payload_store: str | None = None
     """``file:///folder`` or ``s3://bucket/prefix``; default ``<home>/payloads``."""
     file_root: Path | None = None
@@ -194,6 +198,7 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
     simple = {
         "TIDEFLOW_TASK_QUEUE": ("task_queue",),
         "TIDEFLOW_PAYLOAD_THRESHOLD": ("payload_threshold",),
+        "TIDEFLOW_HISTORY_INLINE_LIMIT": ("history_inline_limit",),
         "TIDEFLOW_PAYLOAD_STORE": ("payload_store",),
         "TIDEFLOW_FILE_ROOT": ("file_root",),
         "TIDEFLOW_ALLOW_PRIVATE_NETWORKS": ("allow_private_networks",),

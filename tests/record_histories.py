@@ -383,7 +383,10 @@ async def record(names: list[str] | None = None, out: Path | None = None) -> lis
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
         search_attributes=list(SEARCH_ATTRIBUTES),
-        data_converter=tideflow_client.data_converter(),
+        # Inputs and results inline: the corpus must replay without this run's payload store.
+        data_converter=tideflow_client.data_converter(
+            WorkerSettings.from_env().model_copy(update={"history_inline_limit": 0})
+        ),
     )
     written: list[Path] = []
     try:
