@@ -504,24 +504,7 @@ class RunCore:
         error: str | None = None,
     ) -> None:
         """Start one unit of a node: its activity, child run or wait (or do it at once)."""
-        work = Work.model_construct(
-            label=label,
-            node=node.id,
-            kind="activity",
-            purpose=purpose,
-            item=item,
-            invoker=invoker,
-            error=error,
-            span=None,
-            deadline=None,
-            waiting_since=None,
-            event=None,
-            correlation=None,
-            on_timeout="fail",
-            on_reject="fail",
-            approvers=[],
-            cancelling=False,
-        )
+        work = Work(label, node.id, "activity", purpose, item=item, invoker=invoker, error=error)
         try:
             if node.in_workflow:
                 self._start_in_workflow(node, work, scope)
@@ -816,24 +799,15 @@ class RunCore:
             fail_fast = node.on_error not in ("continue", "pause")
         size = node.batch_size or DEFAULT_BATCH_SIZE
         batched = batch is None and len(items) > size
-        state = Foreach.model_construct(
+        state = Foreach(
             node=node.id,
             items=items,
             scope=scope,
             concurrency=concurrency,
+            results=[None] * len(items),
             batch_size=size if batched else None,
             fail_fast=fail_fast,
-            results=[None] * len(items),
-            pending=deque(),
-            running={},
-            errors={},
-            attempts=0,
-            usage=None,
-            failure=None,
-            batches_started=0,
-            child_concurrency=1,
             offset=offset,
-            stopped=False,
         )
         if batched:
             children = min(math.ceil(len(items) / size), max(1, concurrency // CHILDREN_SHARE))

@@ -28,7 +28,6 @@ from functools import lru_cache
 from typing import Any
 
 from interpreter._cel import engine as cel
-
 from interpreter.inputs import json_type
 from interpreter.limits import MAX_EXPRESSION_CHARS, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_TERMS
 from interpreter.values import SCOPE_MARK, is_ref, ref_size
