@@ -475,7 +475,14 @@ class RunCore:
             if node.compensate:
                 self.compensations.append(node_id)
             return
-        scope = self._scope(node)
+        plain = (
+            node.static_config
+            and not node.scoped
+            and node.foreach is None
+            and (node.when is None or isinstance(node.when, bool))
+        )
+        # A node whose config reads nothing needs no scope (most nodes of big fan-outs).
+        scope = _NO_SCOPE if plain and self.batch is None else self._scope(node)
         if self.batch is None:
             try:
                 run_it = _when(node, scope)
@@ -518,7 +525,7 @@ class RunCore:
             self._failed(work, e.message, 0)
 
     def _start_activity(self, node: PlanNode, work: Work, scope: dict[str, Any]) -> None:
-        config = evaluate(node.config, scope)
+        config = node.config if node.static_config else evaluate(node.config, scope)
         budget = self._budget_left(node) if node.spends else None
         if budget is not None and (
             (budget.tokens is not None and budget.tokens <= 0)
@@ -1643,6 +1650,10 @@ class RunCore:
             left = len(state.running) + sum(b - a for a, b in state.pending)
             lines.append(f"`{state.node}`: {len(state.items) - left}/{len(state.items)} items done")
         return "\n\n".join(lines)
+
+
+_NO_SCOPE: dict[str, Any] = {}
+"""The scope of a node that reads nothing (never changed)."""
 
 
 class _BudgetStop(Exception):

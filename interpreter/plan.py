@@ -23,7 +23,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
-from interpreter.expressions import ExpressionError, References, compile_value, references_of
+from interpreter.expressions import (
+    ExpressionError,
+    References,
+    compile_value,
+    iter_expressions,
+    references_of,
+)
 from interpreter.model import Definition, Fallback, Node, RetrySpec
 from interpreter.node_types import RAW_CONFIG_KEYS, SCOPED_TYPES, WORKFLOW_TYPES
 
@@ -110,6 +116,8 @@ class PlanNode:
     """What the node's activity may use (``cpu_seconds``, ``memory_mb``, ``output_kb``…)."""
     local: bool = False
     """Run as a Temporal local activity (``execution: local``)."""
+    static_config: bool = False
+    """The config holds no expression: it is sent as it is, with no scope to build."""
     references: References = field(default_factory=References)
     """What the node's expressions read (its ``when``, ``foreach`` and config)."""
     code_references: References | None = None
@@ -499,6 +507,7 @@ def _node(
         if isinstance(limits := raw.get("resource_limits"), Mapping)
         else None,
         local=raw.get("execution") == "local" and kind not in WORKFLOW_TYPES,
+        static_config=not any(True for _ in iter_expressions(config)),
         references=refs,
         code_references=code_refs,
     )
