@@ -57,6 +57,7 @@ def build_worker(
         activities=activities.registry.activities(resources),
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.max_concurrent_activities,
+        max_concurrent_local_activities=settings.max_concurrent_local_activities,
         # Bounded so a burst of runs cannot starve the worker's event loop (MACHINE-NOTES).
         max_concurrent_workflow_tasks=50,
     )

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NoReturn
@@ -31,8 +31,10 @@ from activities._context import NodeContext, WorkerResources
 from activities._secrets import Redactor, redacting_logs, resolve_secrets
 from activities.errors import NodeConfigError, NodeError, PermanentNodeError
 from activities.files import megabytes
+from activities.values import offload, resolve_async
 from interpreter.node_io import NodeInput, NodeResult, RunInfo
 from interpreter.node_types import BUILTIN_ALIASES, RAW_CONFIG_KEYS
+from interpreter.values import has_refs
 
 NodeFunction = Callable[[Any, NodeContext], Any]
 
@@ -46,6 +48,12 @@ class NodeType:
     function: NodeFunction
     aliases: tuple[str, ...] = ()
     description: str = ""
+    execution: Execution | None = None
+    """How a node of this type runs unless it says: ``local`` (cheap enough for a Temporal local
+    activity), or a function of the node's config as written giving ``local`` or None."""
+
+
+Execution = str | Callable[[Mapping[str, Any]], str | None]
 
 
 @dataclass
@@ -84,6 +92,16 @@ class Registry:
         found = self.get(name)
         return found.config_model if found else None
 
+    def default_execution(self, name: str, config: Mapping[str, Any]) -> str | None:
+        """How a node of type ``name`` with ``config`` runs unless it says (the plan compiler
+        asks): ``local`` or None (a regular activity)."""
+        found = self.get(name)
+        if found is None or found.execution is None:
+            return None
+        if isinstance(found.execution, str):
+            return found.execution
+        return found.execution(config)
+
     def names(self) -> list[str]:
         """Every canonical name and alias, sorted."""
         return sorted({*self._types, *self._aliases})
@@ -105,6 +123,7 @@ def node_type(
     config_model: type[BaseModel],
     *,
     aliases: Iterable[str] = (),
+    execution: Execution | None = None,
     registry_: Registry | None = None,
 ) -> Callable[[NodeFunction], NodeFunction]:
     """Register the decorated function as the node type ``name``.
@@ -124,6 +143,7 @@ def node_type(
                 function=function,
                 aliases=(*builtin, *aliases),
                 description=inspect.getdoc(function) or "",
+                execution=execution,
             )
         )
         return function
@@ -148,10 +168,13 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
         span.set_attribute("tideflow.node_type", node_type.name)
         span.set_attribute("tideflow.workflow_id", info.workflow_id or "")
         used: dict[str, str] = {}
+        values = resources.values()
+        config_in = await resolve_async(input.config, values)
+        scope = await resolve_async(input.scope, values)
         try:
             raw = RAW_CONFIG_KEYS.get(node_type.name, frozenset())
             resolved = {
-                k: v if k in raw else resolve_secrets(v, used=used) for k, v in input.config.items()
+                k: v if k in raw else resolve_secrets(v, used=used) for k, v in config_in.items()
             }
             config = node_type.config_model.model_validate(resolved)
         except NodeConfigError as e:
@@ -167,7 +190,8 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             attempt=info.attempt,
             settings=resources.settings,
             resources=resources,
-            scope=input.scope,
+            scope=scope,
+            local=info.is_local,
             _loop=asyncio.get_running_loop(),
             _activity_context=contextvars.copy_context(),
             _redactor=redactor or None,
@@ -179,9 +203,14 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             cache_key = NodeCache.key(node_type.name, input.config)
             hit = cache.get(cache_key, input.cache_ttl_seconds)
             if hit is not MISSING:
-                return NodeResult(output=hit, attempt=info.attempt, cached=True)
+                return NodeResult(
+                    output=hit, attempt=info.attempt, cached=True, references=has_refs(hit)
+                )
         with redacting_logs(redactor) if redactor else contextlib.nullcontext():
-            heartbeat = asyncio.create_task(_keep_alive(info.heartbeat_timeout, ctx))
+            # A local activity cannot heartbeat: it runs within the workflow task.
+            heartbeat = asyncio.create_task(
+                _keep_alive(info.heartbeat_timeout, ctx) if not info.is_local else asyncio.sleep(0)
+            )
             try:
                 if inspect.iscoroutinefunction(node_type.function):
                     output = await node_type.function(config, ctx)
@@ -191,6 +220,10 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
                     )
                 output = redactor.value(to_jsonable_python(output))
                 _check_output_size(output, resources.settings.max_output_bytes)
+                # Large parts stay out of the workflow: stored, and passed on by reference.
+                output, references = await asyncio.to_thread(
+                    offload, output, values, resources.settings.reference_threshold
+                )
             except asyncio.CancelledError:
                 raise
             except ApplicationError as e:
@@ -205,7 +238,9 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
                 heartbeat.cancel()
         if cache is not None:
             cache.put(cache_key, output)
-        return NodeResult(output=output, attempt=info.attempt, usage=ctx.usage)
+        return NodeResult(
+            output=output, attempt=info.attempt, usage=ctx.usage, references=references
+        )
 
     run_node.__name__ = run_node.__qualname__ = node_type.name.replace(".", "_")
     return activity.defn(name=node_type.name)(run_node)

@@ -90,6 +90,10 @@ class WorkerSettings(_Section):
     task_queue: str = "tideflow"
     payload_threshold: int = 256 * 1024
     """Values bigger than this many bytes travel as references to the payload store."""
+    history_inline_limit: int = 1024
+    """A run's input (its plan) and result (its report) over this many bytes are stored in the
+    payload store and referenced from history (``TIDEFLOW_HISTORY_INLINE_LIMIT``; 0 keeps them
+    inline, readable in the Web UI without a codec server)."""
     payload_store: str | None = None
     """``file:///folder`` or ``s3://bucket/prefix``; default ``<home>/payloads``."""
     file_root: Path | None = None
@@ -108,6 +112,9 @@ class WorkerSettings(_Section):
     http.request responses), in MiB (``TIDEFLOW_MAX_DOWNLOAD_MB``)."""
     max_output_mb: float = Field(default=64.0, gt=0)
     """Largest output a node may return, as JSON, in MiB (``TIDEFLOW_MAX_OUTPUT_MB``)."""
+    reference_threshold: int = Field(default=1024 * 1024, ge=1024)
+    """Parts of a node's output bigger than this many bytes (as JSON) stay out of the workflow:
+    they are stored and passed on by reference (``TIDEFLOW_REFERENCE_THRESHOLD``)."""
     databases: dict[str, str] = Field(default_factory=dict)
     """Named SQLAlchemy URLs; ``default_database`` defaults to SQLite in the data folder."""
     ai: AISettings = Field(default_factory=AISettings)
@@ -116,6 +123,10 @@ class WorkerSettings(_Section):
     code: CodeSettings = Field(default_factory=CodeSettings)
     documents: DocumentsSettings = Field(default_factory=DocumentsSettings)
     max_concurrent_activities: int = 100
+    max_concurrent_local_activities: int = 100
+    """Nodes running as local activities at once (``execution: local``). Local activities run
+    inside workflow tasks: the worker keeps its workflow-task slots at 50 so they cannot starve
+    it (MACHINE-NOTES: 200 runs of local activities hung with the SDK's default of 100)."""
 
     @property
     def resolved_file_root(self) -> Path:
@@ -187,11 +198,13 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
     simple = {
         "TIDEFLOW_TASK_QUEUE": ("task_queue",),
         "TIDEFLOW_PAYLOAD_THRESHOLD": ("payload_threshold",),
+        "TIDEFLOW_HISTORY_INLINE_LIMIT": ("history_inline_limit",),
         "TIDEFLOW_PAYLOAD_STORE": ("payload_store",),
         "TIDEFLOW_FILE_ROOT": ("file_root",),
         "TIDEFLOW_ALLOW_PRIVATE_NETWORKS": ("allow_private_networks",),
         "TIDEFLOW_MAX_DOWNLOAD_MB": ("max_download_mb",),
         "TIDEFLOW_MAX_OUTPUT_MB": ("max_output_mb",),
+        "TIDEFLOW_REFERENCE_THRESHOLD": ("reference_threshold",),
         "OPENAI_BASE_URL": ("ai", "base_url"),
         "OPENAI_API_KEY": ("ai", "api_key"),
         "TIDEFLOW_AI_MODEL": ("ai", "model"),

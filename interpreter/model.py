@@ -173,6 +173,9 @@ class Node(_Model):
     budget: Budget | None = None
     """For AI nodes: what this node may spend (the run's budget applies too)."""
     resource_limits: ResourceLimits | None = None
+    execution: Literal["local", "remote"] | None = None
+    """``local``: run as a Temporal local activity (cheap nodes: fewer history events, no
+    trip through the task queue); ``remote`` (default): a regular activity."""
     position: Any = None
     """Layout of designer exports; ignored."""
     metadata: dict[str, Any] | None = None
@@ -283,6 +286,7 @@ class Defaults(_Model):
     retry: RetrySpec | None = None
     on_error: OnError | None = None
     task_queue: str | None = None
+    execution: Literal["local", "remote"] | None = None
 
 
 class ErrorHandling(_Model):

@@ -10,6 +10,7 @@ few lists; :meth:`RunSnapshot.from_json` reads both.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,12 +21,8 @@ Purpose = Literal["node", "item", "batch", "fallback", "compensation", "on_failu
 Kind = Literal["activity", "child", "timer", "event", "approval"]
 
 
-class _Record(BaseModel):
-    # Mutable records the core updates in place; validated only when read from a snapshot.
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
-
-
-class Work(_Record):
+@dataclass(slots=True)
+class Work:
     """A unit of work in flight: an activity, a child workflow, or a wait inside the workflow
     (a timer, an event, an approval — each with an optional timeout timer)."""
 
@@ -48,7 +45,7 @@ class Work(_Record):
     correlation: str | None = None
     on_timeout: str = "fail"
     on_reject: str = "fail"
-    approvers: list[str] = Field(default_factory=list)
+    approvers: list[str] = field(default_factory=list)
     message: str | None = None
     """What an approval asks."""
     review: dict[str, Any] | None = None
@@ -59,7 +56,8 @@ class Work(_Record):
     cancelling: bool = False
 
 
-class Foreach(_Record):
+@dataclass(slots=True)
+class Foreach:
     """A foreach node's items while it runs (or waits for an operator to retry failed items)."""
 
     node: str
@@ -68,14 +66,14 @@ class Foreach(_Record):
     """What the items' expressions read besides ``item`` and ``index`` (fixed at the start)."""
     concurrency: int
     """Units (items, or batches when batched) running at once."""
+    results: list[Any]
     batch_size: int | None = None
     """Items per child workflow, or None to run items in this run."""
     fail_fast: bool = True
-    results: list[Any]
-    pending: deque[tuple[int, int]] = Field(default_factory=deque)
+    pending: deque[tuple[int, int]] = field(default_factory=deque)
     """Ranges [start, end) of items not started yet (one item each unless batched)."""
-    running: dict[str, tuple[int, int]] = Field(default_factory=dict)
-    errors: dict[int, str] = Field(default_factory=dict)
+    running: dict[str, tuple[int, int]] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
     attempts: int = 0
     usage: dict[str, Any] | None = None
     failure: str | None = None
@@ -90,7 +88,8 @@ class Foreach(_Record):
     """The run is ending: items not started never will, the node ends cancelled."""
 
 
-class Step(_Record):
+@dataclass(slots=True)
+class Step:
     """A handler call of the wind-down: a compensation or an on_failure handler."""
 
     handler: str
@@ -130,6 +129,7 @@ class RunSnapshot(BaseModel):
     node_spent: dict[str, tuple[int, float]] = Field(default_factory=dict)
     attention: dict[str, str] = Field(default_factory=dict)
     notified: int = 0
+    ref_nodes: list[str] = Field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSnapshot:

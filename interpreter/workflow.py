@@ -113,6 +113,8 @@ class TideflowWorkflow:
         """Label → what runs under it: an activity handle, a child's task or a timer."""
         self._details_due = False
         self._long = False
+        self._options: dict[str, _ActivityOptions] = {}
+        """A node's activity options, made once per run rather than once per activity."""
         self._now_cache: tuple[datetime | None, str] = (None, "")
         if self._decided:
             self._init_core(input)
@@ -280,19 +282,34 @@ class TideflowWorkflow:
             handle.add_done_callback(partial(self._activity_done, label, None))
             return
         node = self._node(command.node)
-        handle = workflow.start_activity(
-            node.type,
-            command.input,
-            result_type=NodeResult,
-            activity_id=command.activity_id,
-            summary=node.summary if label == node.id else f"{node.summary} {label}",
-            task_queue=node.task_queue,
-            start_to_close_timeout=timedelta(seconds=node.timeout),
-            heartbeat_timeout=(
-                timedelta(seconds=node.heartbeat_timeout) if node.heartbeat_timeout else None
-            ),
-            retry_policy=_retry_policy(node.retry),
-        )
+        summary = node.summary if label == node.id else f"{node.summary} {label}"
+        options = self._options.get(node.id)
+        if options is None:
+            options = self._options[node.id] = _activity_options(node)
+        if command.local:
+            # A local activity: run by this worker within the workflow task, its result a
+            # marker (one history event); long retry backoffs become timers, as the SDK does.
+            handle = workflow.start_local_activity(
+                node.type,
+                command.input,
+                result_type=NodeResult,
+                activity_id=command.activity_id,
+                summary=summary,
+                start_to_close_timeout=options.start_to_close,
+                retry_policy=options.retry,
+            )
+        else:
+            handle = workflow.start_activity(
+                node.type,
+                command.input,
+                result_type=NodeResult,
+                activity_id=command.activity_id,
+                summary=summary,
+                task_queue=node.task_queue,
+                start_to_close_timeout=options.start_to_close,
+                heartbeat_timeout=options.heartbeat,
+                retry_policy=options.retry,
+            )
         self._running[label] = handle
         handle.add_done_callback(partial(self._activity_done, label, node))
 
@@ -317,7 +334,9 @@ class TideflowWorkflow:
         else:
             usage = result.usage.model_dump() if result.usage else None
             review = result.review.model_dump(mode="json") if result.review else None
-            event = WorkCompleted(label, result.output, result.attempt, usage, review)
+            event = WorkCompleted(
+                label, result.output, result.attempt, usage, review, result.references
+            )
         self._inbox.append(event)
 
     async def _run_child(self, command: StartChild) -> None:
@@ -525,6 +544,21 @@ def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class _ActivityOptions:
+    __slots__ = ("heartbeat", "retry", "start_to_close")
+
+    def __init__(self, node: PlanNode) -> None:
+        self.start_to_close = timedelta(seconds=node.timeout)
+        self.heartbeat = (
+            timedelta(seconds=node.heartbeat_timeout) if node.heartbeat_timeout else None
+        )
+        self.retry = _retry_policy(node.retry)
+
+
+def _activity_options(node: PlanNode) -> _ActivityOptions:
+    return _ActivityOptions(node)
 
 
 def _retry_policy(spec: RetryPlan) -> RetryPolicy:

@@ -45,7 +45,9 @@ def run_input(
     """
     resolve_inputs(definition, inputs or {})
     return RunInput(
-        plan=compile_plan(definition), inputs=dict(inputs or {}), history_limit=history_limit
+        plan=compile_plan(definition, activities.registry),
+        inputs=dict(inputs or {}),
+        history_limit=history_limit,
     )
 
 

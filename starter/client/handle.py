@@ -33,6 +33,7 @@ from interpreter.control import (
     SkipNode,
 )
 from interpreter.report import DefinitionRef, RunReport, RunState
+from interpreter.values import has_refs
 from interpreter.workflow import RUN_FAILED, TideflowWorkflow
 from starter.client.errors import ControlError
 from starter.client.listing import status_word
@@ -43,6 +44,19 @@ if TYPE_CHECKING:
 
 _REDRIVABLE = frozenset({"failed", "cancelled", "terminated", "timed_out"})
 """How a run ends when ``tideflow redrive`` can run it again."""
+
+
+async def resolved_report(report: RunReport) -> RunReport:
+    """``report`` with the large values its run passed by reference read back (from the
+    payload store the client and workers share)."""
+    data = report.model_dump(mode="json")
+    if not has_refs(data):
+        return report
+    from activities import WorkerSettings
+    from activities.values import ValueStore, resolve_async
+
+    store = ValueStore(WorkerSettings.from_env())
+    return RunReport.model_validate(await resolve_async(data, store))
 
 
 def report_from_failure(error: WorkflowFailureError) -> RunReport | None:
@@ -105,10 +119,15 @@ class RunHandle:
 
     # --- reading ---------------------------------------------------------------------------
 
-    async def report(self) -> RunReport:
+    async def report(self, *, resolve_values: bool = True) -> RunReport:
         """Wait for the run to end and return its report: a failed run's report is taken from
         its failure; a cancelled, terminated or refused run gets the report it had so far,
-        with its status and error."""
+        with its status and error. Large values the run passed by reference are read back
+        from the value store unless ``resolve_values`` is false."""
+        report = await self._report()
+        return await resolved_report(report) if resolve_values else report
+
+    async def _report(self) -> RunReport:
         try:
             return await self._handle.result()
         except WorkflowFailureError as e:

@@ -85,7 +85,13 @@ async def tideflow(
     home = tmp_path_factory.mktemp("tideflow-home")
     task_queue = f"tideflow-test-{uuid.uuid4().hex[:8]}"
     # The tests' endpoints (webhook, HTTP file servers) listen on 127.0.0.1.
-    settings = WorkerSettings(home=home, task_queue=task_queue, allow_private_networks=True)
+    settings = WorkerSettings(
+        home=home,
+        task_queue=task_queue,
+        allow_private_networks=True,
+        # The store clients read from, as in a deployment where workers and clients share it.
+        payload_store=WorkerSettings.from_env().resolved_payload_store,
+    )
     async with running_worker(temporal_env.client, settings):
         yield Tideflow(temporal_env.client, task_queue, home)
 
@@ -99,6 +105,12 @@ async def time_skipping_tideflow(
 
     home = tmp_path_factory.mktemp("tideflow-skip-home")
     task_queue = f"tideflow-skip-{uuid.uuid4().hex[:8]}"
-    settings = WorkerSettings(home=home, task_queue=task_queue, allow_private_networks=True)
+    settings = WorkerSettings(
+        home=home,
+        task_queue=task_queue,
+        allow_private_networks=True,
+        # The store clients read from, as in a deployment where workers and clients share it.
+        payload_store=WorkerSettings.from_env().resolved_payload_store,
+    )
     async with running_worker(time_skipping_env.client, settings):
         yield Tideflow(time_skipping_env.client, task_queue, home, time_skipping=True)
