@@ -23,6 +23,8 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import grpc
 import jsonschema
@@ -112,6 +114,7 @@ def cli(tideflow: Tideflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         "TEMPORAL_ADDRESS": tideflow.address,
         "TIDEFLOW_HOME": str(tmp_path / "home"),
         "TIDEFLOW_TASK_QUEUE": tideflow.task_queue,
+        "TIDEFLOW_PAYLOAD_STORE": tideflow.payload_store,
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -755,7 +758,7 @@ async def test_fail_gives_up_on_a_node_piped(
     report = await tideflow.result(handle)
     assert report.status == "failed"
     assert report.nodes["shaky"].status == "failed"
-    assert "by ana: not worth it" in (report.nodes["shaky"].error or "")
+    assert "(ana): not worth it" in (report.nodes["shaky"].error or "")
 
     # The run has ended: the node cannot be failed (or retried) again; the hint says what can.
     again = await cli("retry", handle.id, "shaky")
@@ -883,12 +886,12 @@ async def test_a_relative_path_is_resolved_where_the_cli_runs(
 async def test_upload_puts_the_file_in_the_payload_store(
     cli: Cli, tideflow: Tideflow, tmp_path: Path
 ) -> None:
-    store = tideflow.home / "payloads"  # the worker's store, which the CLI must share
+    # The store the worker and its clients share (the CLI must use it too).
+    store = Path(url2pathname(urlparse(tideflow.payload_store).path))
     definition = write(tmp_path, "parse.yaml", PARSE)
     done = await cli.process(
         "run",
         *(str(definition), "--json", "--upload", "-i", f"document={INVOICE}"),
-        env={"TIDEFLOW_PAYLOAD_STORE": store.as_uri()},
     )
     assert done.code == 0, done.stderr
     data = INVOICE.read_bytes()
