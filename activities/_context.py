@@ -85,6 +85,8 @@ class NodeContext:
     usage: Usage | None = None
     last_heartbeat: tuple[Any, ...] = ()
     """The details of the node's latest heartbeat (the registry repeats them to keep alive)."""
+    origin: str | None = None
+    """Where the node's run came from (``NodeInput.origin``: ``inline``, ``api``, ``cli``…)."""
     local: bool = False
     """Whether the node runs as a local activity (it cannot heartbeat)."""
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)

@@ -192,6 +192,7 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             resources=resources,
             scope=scope,
             local=info.is_local,
+            origin=input.origin,
             _loop=asyncio.get_running_loop(),
             _activity_context=contextvars.copy_context(),
             _redactor=redactor or None,

@@ -77,9 +77,7 @@ LOCAL_TIMEOUT_SECONDS = 10.0
 @node_type("http.request", HttpRequestConfig, execution=_execution)
 async def http_request(config: HttpRequestConfig, ctx: NodeContext) -> dict[str, Any]:
     """Send one HTTP request; fail on an unexpected status (5xx and 429 are retried)."""
-    client = await ctx.resources.get(
-        "egress.client", lambda: egress.new_client(ctx.settings), close=egress.close_client
-    )
+    client = await egress.client_for(ctx)
     where = f"{config.method} {config.url}"
     try:
         response = await egress.request(

@@ -102,6 +102,10 @@ class WorkerSettings(_Section):
     """More folders nodes may read and write local files in (``TIDEFLOW_FILE_ROOTS``, separated
     by ``:``). Always allowed besides: the file root, ``<home>/uploads`` and, when the payload
     store is a folder, its ``uploads`` subfolder. See :meth:`allowed_file_roots`."""
+    allow_private_networks_for_inline: bool = False
+    """Whether runs of definitions posted inline to the HTTP API (origin ``inline``) may reach
+    loopback and private addresses too (``TIDEFLOW_ALLOW_PRIVATE_NETWORKS_FOR_INLINE``): a
+    stranger may have written them, so ``allow_private_networks`` alone does not open them."""
     allow_private_networks: bool = False
     """Whether http.request and documents.parse may reach loopback and private addresses
     (``TIDEFLOW_ALLOW_PRIVATE_NETWORKS``). Off for a plain worker, on for ``tideflow dev``, the
@@ -202,6 +206,7 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
         "TIDEFLOW_PAYLOAD_STORE": ("payload_store",),
         "TIDEFLOW_FILE_ROOT": ("file_root",),
         "TIDEFLOW_ALLOW_PRIVATE_NETWORKS": ("allow_private_networks",),
+        "TIDEFLOW_ALLOW_PRIVATE_NETWORKS_FOR_INLINE": ("allow_private_networks_for_inline",),
         "TIDEFLOW_MAX_DOWNLOAD_MB": ("max_download_mb",),
         "TIDEFLOW_MAX_OUTPUT_MB": ("max_output_mb",),
         "TIDEFLOW_REFERENCE_THRESHOLD": ("reference_threshold",),
