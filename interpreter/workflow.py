@@ -150,6 +150,7 @@ class TideflowWorkflow:
                 started = _iso(info.start_time)
                 self._core = RunCore(plan, inputs, identity, started_at=started, **options)
         except PlanError as e:
+            self._problem_type = "InvalidPlan"
             self._problem = f"invalid plan: {e}"
         except DefinitionError as e:
             self._problem = "invalid definition:\n" + "\n".join(str(p) for p in e.problems)
