@@ -71,6 +71,7 @@ from interpreter.report import (
     PendingApproval,
     RunReport,
     RunState,
+    RunStatusName,
     RunUsage,
     Transition,
 )
@@ -139,7 +140,7 @@ class RunCore:
         self.cancel_requested = False
         self.steps: deque[Step] = deque()
         self.steps_planned = False
-        self.status = "running"
+        self.status: RunStatusName = "running"
         self.status_upserted = False
         self.started_at = started_at
         self.batch_outputs: dict[str, Any] | None = None
@@ -1359,7 +1360,7 @@ class RunCore:
     def _handler_running(self) -> bool:
         return any(w.purpose != "notification" for w in self.work.values())
 
-    def _end(self, status: str, outcome: RunCommand) -> None:
+    def _end(self, status: RunStatusName, outcome: RunCommand) -> None:
         """End with ``outcome`` once the lifecycle notifications of ``status`` are sent."""
         self._set_status(status)
         outcome = _with_status(outcome, status)  # the report was made before the status was final
@@ -1438,6 +1439,7 @@ class RunCore:
 
     def _refresh_status(self) -> None:
         scheduler = self.scheduler
+        status: RunStatusName
         if scheduler.paused:
             status = "paused"
         elif scheduler.needs_attention:
@@ -1452,7 +1454,7 @@ class RunCore:
         # Work is activities and children (counted in flight) or waits: O(1), every event.
         return bool(self.work) and not self._in_flight and not self.scheduler.has_ready()
 
-    def _set_status(self, status: str) -> None:
+    def _set_status(self, status: RunStatusName) -> None:
         if status == self.status:
             return
         self.status = status

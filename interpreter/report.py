@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+
+NodeStatusName = Literal[
+    "pending",
+    "ready",
+    "running",
+    "waiting",
+    "needs_attention",
+    "completed",
+    "failed",
+    "skipped",
+    "cancelled",
+]
+"""Where a node is (``interpreter.scheduler.NodeStatus``)."""
+
+RunStatusName = Literal[
+    "running",
+    "paused",
+    "waiting",
+    "needs_attention",
+    "completed",
+    "failed",
+    "cancelled",
+    "terminated",
+    "timed_out",
+]
+"""Where a run is; ``terminated`` and ``timed_out`` only for runs Temporal ended from outside."""
 
 
 class DefinitionRef(BaseModel):
@@ -17,7 +43,7 @@ class DefinitionRef(BaseModel):
 class NodeReport(BaseModel):
     """One node's outcome."""
 
-    status: str
+    status: NodeStatusName
     attempts: int = 0
     started_at: str | None = None
     ended_at: str | None = None
@@ -52,7 +78,7 @@ class RunReport(BaseModel):
     workflow_id: str
     run_id: str
     definition: DefinitionRef
-    status: str
+    status: RunStatusName
     outputs: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     usage: RunUsage = Field(default_factory=RunUsage)
@@ -102,8 +128,8 @@ class PendingApproval(BaseModel):
 class RunState(BaseModel):
     """The answer of the ``state`` query: a live view of a run."""
 
-    status: str
-    nodes: dict[str, str]
+    status: RunStatusName
+    nodes: dict[str, NodeStatusName]
     attempts: dict[str, int] = Field(default_factory=dict)
     running: list[str] = Field(default_factory=list)
     needs_attention: list[str] = Field(default_factory=list)

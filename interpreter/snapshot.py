@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from interpreter.control import Event
+from interpreter.report import RunStatusName
 
 Purpose = Literal["node", "item", "batch", "fallback", "compensation", "on_failure", "notification"]
 Kind = Literal["activity", "child", "timer", "event", "approval"]
@@ -117,7 +118,7 @@ class RunSnapshot(BaseModel):
     cancel_requested: bool = False
     steps: list[Step] = Field(default_factory=list)
     steps_planned: bool = False
-    status: str = "running"
+    status: RunStatusName = "running"
     status_upserted: bool = False
     started_at: str = ""
     batch_outputs: dict[str, Any] | None = None

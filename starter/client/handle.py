@@ -32,7 +32,7 @@ from interpreter.control import (
     SetVars,
     SkipNode,
 )
-from interpreter.report import DefinitionRef, RunReport, RunState
+from interpreter.report import DefinitionRef, RunReport, RunState, RunStatusName
 from interpreter.values import has_refs
 from interpreter.workflow import RUN_FAILED, TideflowWorkflow
 from starter.client.errors import ControlError
@@ -136,11 +136,12 @@ class RunHandle:
                 return carried
             cause = e.cause
             message = cause.message if isinstance(cause, FailureError) else str(e)
-            status = {
+            ended: dict[type, RunStatusName] = {
                 CancelledError: "cancelled",
                 TerminatedError: "terminated",
                 TimeoutError: "timed_out",
-            }.get(type(cause), "failed")
+            }
+            status: RunStatusName = ended.get(type(cause), "failed")
         try:
             # A closed run answers queries only through a worker (it replays the history):
             # with none polling, give up soon and say what we know.
