@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "definitions",
     "runs",
     "control",
+    "redrive",
     "servers",
     "upgrade",
 )
