@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -46,6 +47,8 @@ class Entry:
     definition: Definition | None
     problems: list[Problem] = field(default_factory=list)
     trigger_problems: dict[int, list[Problem]] = field(default_factory=dict)
+    memo: dict[str, Any] | None = None
+    """Memo entries of the runs its triggers start (a deployed version names itself)."""
 
     @property
     def valid(self) -> bool:
@@ -58,6 +61,9 @@ TriggerCheck = Callable[[Path, Definition], dict[int, list[Problem]]]
 
 class Catalog:
     """The definitions of one folder, by slug, reloaded when the folder changes."""
+
+    schedule_prefix = "tideflow-"
+    """The ids of the schedules this catalog's triggers own start with this."""
 
     def __init__(self, folder: str | Path, *, check_triggers: TriggerCheck | None = None) -> None:
         self.folder = Path(folder)

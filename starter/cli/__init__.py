@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "runs",
     "control",
     "redrive",
+    "registry",
     "testing",
     "servers",
     "upgrade",

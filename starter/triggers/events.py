@@ -70,7 +70,9 @@ async def start_runs_for_event(
             inputs = event_inputs(trigger, payload)
             try:
                 if key is None:
-                    handle = await client.start(definition, inputs, task_queue=queue)
+                    handle = await client.start(
+                        definition, inputs, task_queue=queue, memo=entry.memo
+                    )
                     run = StartedRun(entry.slug, handle.id, handle.run_id, source=f"event:{name}")
                 else:
                     run = await _start_once(
@@ -80,6 +82,7 @@ async def start_runs_for_event(
                         workflow_id=f"{entry.slug}-event-{_digest(name, key, str(index))}",
                         task_queue=queue,
                         source=f"event:{name}",
+                        memo=entry.memo,
                     )
             except InputError as e:
                 out.refused.append(RefusedStart(entry.slug, list(e.problems)))

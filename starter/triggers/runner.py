@@ -152,8 +152,11 @@ def _reason(error: BaseException) -> str:
     return str(detail or error or type(error).__name__)
 
 
-def trigger_summary(entries: Iterable[Entry]) -> list[str]:
-    """One line per trigger of each definition, for ``tideflow triggers`` to print."""
+def trigger_summary(
+    entries: Iterable[Entry], catalog_prefix: str = Catalog.schedule_prefix
+) -> list[str]:
+    """One line per trigger of each definition, for ``tideflow triggers`` to print
+    (``catalog_prefix``: the schedule ids' prefix of the catalog the entries come from)."""
     lines = []
     for entry in entries:
         if not entry.valid or entry.definition is None:
@@ -163,7 +166,8 @@ def trigger_summary(entries: Iterable[Entry]) -> list[str]:
         for index, trigger in enumerate(entry.definition.triggers):
             what: str = trigger.type
             if isinstance(trigger, ScheduleTrigger):
-                what += f" {_describe(trigger)} → {schedule_id(entry.slug, index)}"
+                sid = schedule_id(entry.slug, index, catalog_prefix)
+                what += f" {_describe(trigger)} → {sid}"
             elif isinstance(trigger, DocumentUploadTrigger):
                 where = trigger.path or "(HTTP uploads only)"
                 what += f" {where} [{describe_filter(trigger.filter)}]"

@@ -33,6 +33,10 @@ SCHEDULE_PREFIX = "tideflow-"
 """Schedules whose id starts with this are Tideflow's: synced, and deleted when their trigger is
 gone. Other schedules of the namespace are never touched."""
 
+DEPLOYED_SCHEDULE_PREFIX = "tideflow-deployed."
+"""The schedules of the registry's deployed definitions (a slug never holds a dot, so no folder
+definition's schedule id starts with it); a folder's sync leaves them alone."""
+
 MEMO_KEY = "tideflow"
 """Memo of scheduled runs: which definition and trigger started them, and the fingerprint that
 tells :func:`sync_schedules` whether a schedule is up to date."""
@@ -51,24 +55,38 @@ class ScheduleChange:
     detail: str = ""
 
 
-def schedule_id(slug: str, index: int) -> str:
-    """``tideflow-<slug>-<index>``: the schedule of the index-th trigger of a definition."""
-    return f"{SCHEDULE_PREFIX}{slug}-{index}"
+def schedule_id(slug: str, index: int, prefix: str = SCHEDULE_PREFIX) -> str:
+    """``tideflow-<slug>-<index>``: the schedule of the index-th trigger of a definition
+    (``tideflow-deployed.<slug>-<index>`` for a deployed one)."""
+    return f"{prefix}{slug}-{index}"
 
 
-def _schedule_slug(sid: str) -> str | None:
-    rest = sid.removeprefix(SCHEDULE_PREFIX)
+def _owned(sid: str, prefix: str) -> bool:
+    """Whether schedule ``sid`` belongs to the catalogs whose ids start with ``prefix``."""
+    if not sid.startswith(prefix):
+        return False
+    return prefix == DEPLOYED_SCHEDULE_PREFIX or not sid.startswith(DEPLOYED_SCHEDULE_PREFIX)
+
+
+def _schedule_slug(sid: str, prefix: str = SCHEDULE_PREFIX) -> str | None:
+    rest = sid.removeprefix(prefix)
     slug, sep, index = rest.rpartition("-")
     return slug if sep and index.isdigit() else None
 
 
 def build_schedule(
-    definition: Definition, index: int, trigger: ScheduleTrigger, *, task_queue: str
+    definition: Definition,
+    index: int,
+    trigger: ScheduleTrigger,
+    *,
+    task_queue: str,
+    memo: dict[str, Any] | None = None,
 ) -> tuple[Schedule, str]:
     """The Temporal Schedule of a schedule trigger, and its fingerprint.
 
     Scheduled runs get the workflow id ``<slug>-scheduled`` (Temporal appends the firing time),
-    the same search attributes as any run, and a memo naming the trigger.
+    the same search attributes as any run, and a memo naming the trigger (plus ``memo``: a
+    deployed version names itself).
     """
     run_input = tideflow.run_input(definition, trigger.inputs)
     fingerprint = _digest(
@@ -81,6 +99,7 @@ def build_schedule(
                 "every": trigger.every,
                 "timezone": trigger.timezone,
                 "task_queue": task_queue,
+                **({"memo": memo} if memo else {}),
             },
             sort_keys=True,
             default=str,
@@ -102,11 +121,12 @@ def build_schedule(
         task_queue=task_queue,
         typed_search_attributes=tideflow.search_attributes(definition),
         memo={
+            **(memo or {}),
             MEMO_KEY: {
                 "definition": definition.slug,
                 "trigger": index,
                 "fingerprint": fingerprint,
-            }
+            },
         },
         static_summary=(
             f"{definition.display_name} {definition.display_version} (schedule)".replace("  ", " ")
@@ -174,7 +194,8 @@ async def _ensure_schedule(
 async def sync_schedules(
     client: TideflowClient, catalog: Catalog, *, task_queue: str | None = None
 ) -> list[ScheduleChange]:
-    """Make the namespace's ``tideflow-`` schedules match the schedule triggers of the folder.
+    """Make the namespace's schedules of the catalog (``tideflow-`` for a folder,
+    ``tideflow-deployed.`` for the registry) match the catalog's schedule triggers.
 
     Idempotent: a schedule whose fingerprint (definition, inputs, spec, task queue) has not
     changed is left alone. Schedules of files that do not validate right now, and of triggers
@@ -182,6 +203,7 @@ async def sync_schedules(
     trigger is gone are deleted.
     """
     queue = task_queue or client.task_queue
+    prefix = catalog.schedule_prefix
     changes: list[ScheduleChange] = []
     wanted: set[str] = set()
     protected_slugs: set[str] = set()
@@ -194,13 +216,15 @@ async def sync_schedules(
         for index, trigger in enumerate(definition.triggers):
             if not isinstance(trigger, ScheduleTrigger):
                 continue
-            sid = schedule_id(entry.slug, index)
+            sid = schedule_id(entry.slug, index, prefix)
             wanted.add(sid)
             if index in entry.trigger_problems:
                 detail = "; ".join(str(p) for p in entry.trigger_problems[index])
                 changes.append(ScheduleChange(sid, "kept", entry.slug, detail))
                 continue
-            schedule, fingerprint = build_schedule(definition, index, trigger, task_queue=queue)
+            schedule, fingerprint = build_schedule(
+                definition, index, trigger, task_queue=queue, memo=entry.memo
+            )
             try:
                 action = await _ensure_schedule(client, sid, schedule, fingerprint)
             except RPCError as e:
@@ -212,9 +236,9 @@ async def sync_schedules(
             changes.append(ScheduleChange(sid, action, entry.slug, _describe(trigger)))
     async for listed in await client.temporal.list_schedules():
         sid = listed.id
-        if not sid.startswith(SCHEDULE_PREFIX) or sid in wanted:
+        if not _owned(sid, prefix) or sid in wanted:
             continue
-        slug = _schedule_slug(sid) or ""
+        slug = _schedule_slug(sid, prefix) or ""
         if slug in protected_slugs:
             changes.append(ScheduleChange(sid, "kept", slug, "its definition file is invalid"))
             continue

@@ -33,6 +33,7 @@ async def _start_once(
     workflow_id: str,
     task_queue: str,
     source: str,
+    memo: dict[str, Any] | None = None,
 ) -> StartedRun:
     """Start a run under a derived workflow id, at most once: a second start of the same id is
     refused by Temporal (also once the first run has closed) and reported with ``new`` False.
@@ -45,6 +46,7 @@ async def _start_once(
             task_queue=task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            memo=memo,
         )
     except WorkflowAlreadyStartedError:
         return StartedRun(definition.slug, workflow_id, None, new=False, source=source)

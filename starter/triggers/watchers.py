@@ -202,6 +202,7 @@ class DocumentWatcher:
                     workflow_id=workflow_id,
                     task_queue=task_queue,
                     source=item.location,
+                    memo=self.entry.memo,
                 )
             except InputError as e:
                 log.error("%s: cannot start for %s: %s", self.entry.slug, item.location, e)

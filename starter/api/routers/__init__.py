@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from starter.api.routers import control, definitions, events, health, redrive, runs, uploads
+from starter.api.routers import (
+    control,
+    definitions,
+    events,
+    health,
+    redrive,
+    registry,
+    runs,
+    uploads,
+)
 
 ALL: tuple[APIRouter, ...] = (
     health.router,
     definitions.router,
+    registry.router,
     runs.router,
     uploads.router,
     control.router,
