@@ -63,6 +63,12 @@ def write_greet(folder: Path, word: str, *, test_word: str | None = None) -> Pat
 @pytest.fixture
 def cli(tideflow: Tideflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
     """``tideflow`` on the session's server and worker, with its own home (and registry)."""
+    return cli_with_home(tideflow, tmp_path, monkeypatch)
+
+
+def cli_with_home(tideflow: Tideflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """``tideflow`` on the session's server and worker, with a home of its own below
+    ``tmp_path`` (so a registry of its own), acting as ana."""
     env = {
         "TEMPORAL_ADDRESS": tideflow.address,
         "TIDEFLOW_HOME": str(tmp_path / "home"),

@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "control",
     "redrive",
     "registry",
+    "shadow",
     "templates",
     "testing",
     "servers",

@@ -170,6 +170,15 @@ async def recorded_run(run: RunHandle) -> RecordedRun:
     )
 
 
+async def started_input(
+    client: TideflowClient, workflow_id: str, run_id: str | None = None
+) -> RunInput:
+    """What a run was started with: the input of its first history event, decoded (values in
+    the payload store included); :class:`RedriveError` for a run that is not Tideflow's."""
+    handle = client.temporal.get_workflow_handle(workflow_id, run_id=run_id)
+    return await _started_input(client, handle)
+
+
 async def _started_input(client: TideflowClient, handle: WorkflowHandle[Any, Any]) -> RunInput:
     """The input of the run's first history event, decoded (references in the payload store
     included)."""
