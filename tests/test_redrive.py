@@ -4,6 +4,7 @@ their recorded output without executing again (the endpoint's hit counts prove i
 from __future__ import annotations
 
 import textwrap
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -331,3 +332,32 @@ async def test_http_redrive(
         assert "completed: there is nothing to redrive" in again.json()["detail"]
         missing = await api.post("/runs/no-such-run/redrive")
         assert missing.status_code == 404
+
+
+async def test_a_run_of_a_format_1_input_is_redriven_from_its_compiled_definition(
+    tideflow: Tideflow, client: TideflowClient, webhook_server: WebhookServer
+) -> None:
+    from interpreter.control import RunInput
+    from interpreter.workflow import TideflowWorkflow
+    from starter.client import definition_json
+
+    webhook_server.respond("/n3", status=404, text="not yet")
+    definition = tideflow.load(five_calls("redrive format one"))
+    # What older clients sent: the source definition instead of a compiled plan.
+    legacy = RunInput(
+        definition=definition_json(definition), inputs={"base": webhook_server.base_url}
+    )
+    handle = await tideflow.client.start_workflow(
+        TideflowWorkflow.run,
+        legacy,
+        id=f"redrive-format-one-{uuid.uuid4().hex[:6]}",
+        task_queue=tideflow.task_queue,
+    )
+    old = client.get_run(handle.id)
+    assert (await old.report()).status == "failed"
+    plan = await old.redrive_plan()
+    assert plan.old.input.plan is None and plan.old.plan["format"] == 2
+    report = await (await old.redrive()).report()
+    assert report.status == "completed"
+    assert report.reused == ["n1", "n2"]
+    assert hits(webhook_server) == {"/n1": 1, "/n2": 1, "/n3": 2, "/n4": 1, "/n5": 1}

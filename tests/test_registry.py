@@ -310,3 +310,31 @@ def test_records_on_sqlite_and_postgresql(
     ]
     assert registry.changes(name)[2].by == "bob"
     assert json.loads(json.dumps(registry.versions(name)[0].definition_json))["name"] == name
+
+
+async def test_event_triggers_of_deployed_definitions(
+    cli: Cli, tideflow: Tideflow, tmp_path: Path
+) -> None:
+    path = tmp_path / "listener.yaml"
+    path.write_text(
+        "name: Registry listener\ninputs:\n  event: {type: object}\n"
+        "triggers:\n  - {type: event, name: registry-ping}\n"
+        "steps:\n  - {id: a, type: set}\noutputs:\n  got: ${{ inputs.event.n }}\n"
+    )
+    assert (await cli("deploy", str(path))).code == 0
+    emitted = await cli("emit", "registry-ping", "--data", '{"n": 7}', "--registry")
+    assert emitted.code == 0, emitted.stderr
+    assert "emit registry-ping: started 1 run(s)" in emitted.stdout
+    workflow_id = emitted.stdout.splitlines()[-1].split()[0]
+    run = TideflowClient(tideflow.client).get_run(workflow_id)
+    assert (await run.report()).outputs == {"got": 7}
+    memo = await (await run.describe()).memo()
+    assert memo["tideflow_registry"] == {
+        "name": "registry-listener",
+        "version": 1,
+        "hash": Registry.open().version("registry-listener").content_hash,
+    }
+    # Without --registry the folder is used: nothing listens there.
+    (tmp_path / "empty").mkdir()
+    folder = await cli("emit", "registry-ping", "--definitions", str(tmp_path / "empty"))
+    assert "started 0 run(s)" in folder.stdout
