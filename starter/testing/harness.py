@@ -31,6 +31,7 @@ from temporalio.worker import Worker
 import activities
 from activities import WorkerResources, WorkerSettings
 from interpreter import Definition
+from interpreter.inputs import InputError
 from interpreter.model import parse_duration
 from interpreter.plan import compile_plan
 from interpreter.report import RunReport, RunState
@@ -174,7 +175,11 @@ class TestServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         try:
-            run = await self.client.start(definition, inputs, workflow_id=workflow_id)
+            try:
+                run = await self.client.start(definition, inputs, workflow_id=workflow_id)
+            except InputError as e:  # a shadow's recorded inputs the candidate refuses
+                outcome.problem = "the inputs do not fit: " + "; ".join(e.problems)
+                return outcome
             try:
                 for item in send:
                     if not await self._deliver(run, item, plan, deadline, sends_may_miss):
@@ -183,7 +188,7 @@ class TestServer:
             except _CaseProblem as e:
                 outcome.problem = str(e)
                 await _stop(run)
-            outcome.state = await _final_state(run)
+            outcome.state = await _state(run)
         finally:
             outcome.calls = self.switchboard.forget(workflow_id)
         return outcome
@@ -234,7 +239,11 @@ class TestServer:
             spec = nodes.get(node) or {}
             config = spec.get("config") or {}
             if spec.get("type") == "wait" and waits_for == "timer":
-                end = _wait_end(node, config.get("duration"), state)
+                end = (
+                    _wait_end(node, config.get("duration"), state)
+                    if config.get("duration") is not None
+                    else _instant(config.get("until"))
+                )
                 if end is None:
                     return  # a computed duration: no telling when it ends
                 safe.append(end)
@@ -334,10 +343,6 @@ async def _state(run: RunHandle) -> RunState | None:
         return None
 
 
-async def _final_state(run: RunHandle) -> RunState | None:
-    return await _state(run)
-
-
 async def _stop(run: RunHandle) -> None:
     with suppress(Exception):  # ended meanwhile
         await run.temporal.terminate("the test case gave up on it")
@@ -390,6 +395,17 @@ def _wait_end(node: str, duration: Any, state: RunState) -> float | None:
         return datetime.fromisoformat(began[-1].replace("Z", "+00:00")).timestamp() + seconds
     except ValueError:
         return None
+
+
+def _instant(text: Any) -> float | None:
+    """An ISO 8601 time (epoch seconds), if ``text`` is one (not an expression)."""
+    if not isinstance(text, str) or "${{" in text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 async def _retry_times(run: RunHandle, plan: dict[str, Any]) -> list[float] | None:
