@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from interpreter import DefinitionError
@@ -16,6 +16,9 @@ from starter.api.runtime import ClientParam, RuntimeParam
 from starter.registry import Registry, RegistryCatalog, RegistryError, Version, unified_diff
 
 router = APIRouter(tags=["registry"], responses=ERROR_RESPONSES)
+
+_MAX_VERSION = 2**31 - 1
+"""Version numbers are stored as 32-bit integers."""
 
 
 def _registry(request: Request) -> Registry:
@@ -94,7 +97,9 @@ class ChangeOut(BaseModel):
 class RegistryRunRequest(StartRequest):
     """Start a run of a deployed definition."""
 
-    version: int | None = Field(default=None, ge=1, description="default: the active version")
+    version: int | None = Field(
+        default=None, ge=1, le=_MAX_VERSION, description="default: the active version"
+    )
 
 
 def _lookup(registry: Registry, name: str, version: int | None = None) -> Version:
@@ -133,7 +138,9 @@ async def deployed(name: str, registry: RegistryParam) -> DefinitionVersions:
 
 
 @router.get("/registry/{name}/versions/{version}", response_model=VersionDetail)
-async def version_detail(name: str, version: int, registry: RegistryParam) -> VersionDetail:
+async def version_detail(
+    name: str, version: Annotated[int, Path(ge=1, le=_MAX_VERSION)], registry: RegistryParam
+) -> VersionDetail:
     """One version, with its source text."""
     found = _lookup(registry, name, version)
     return VersionDetail(**VersionOut.of(found).model_dump(), content=found.content)
