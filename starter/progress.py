@@ -331,6 +331,8 @@ def print_report(report: RunReport) -> None:
         shown = node.error if node.error else _short(node.output)
         table.add_row(Text(node_id), status_text(node.status), str(node.attempts), Text(shown))
     out.print(table)
+    if report.reused:
+        out.print(Text("reused from the redriven run: " + ", ".join(report.reused)))
     if report.outputs:
         out.print(Text("outputs: " + json.dumps(report.outputs, indent=2, default=str)))
     if report.usage.ai_tokens:

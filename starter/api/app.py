@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from activities import WorkerSettings
-from starter._catalog import definitions_dir
+from starter._catalog import Catalog, definitions_dir
 from starter.api import routers
 from starter.api.errors import TemporalUnavailable, install_error_handlers
 from starter.api.limits import ApiLimits, install_body_limit
@@ -38,10 +38,11 @@ def create_app(
     max_upload_bytes: int | None = None,
     limits: ApiLimits | None = None,
     warm_parser: bool = False,
+    catalog: Catalog | None = None,
 ) -> FastAPI:
-    """The API over a definitions folder; ``client`` is used when given (a Temporal client is
-    wrapped), else one is connected from ``TEMPORAL_ADDRESS`` on first need. ``triggers``
-    runs the trigger loop too.
+    """The API over a definitions folder (or ``catalog``: the registry's deployed definitions);
+    ``client`` is used when given (a Temporal client is wrapped), else one is connected from
+    ``TEMPORAL_ADDRESS`` on first need. ``triggers`` runs the trigger loop too.
     ``limits`` default to :meth:`ApiLimits.from_env` (``max_upload_bytes`` overrides theirs).
     ``warm_parser`` starts a parse worker at startup (:func:`serve` does), so the first posted
     definition does not wait for one to import the node types."""
@@ -52,7 +53,7 @@ def create_app(
     if isinstance(client, Client):
         client = TideflowClient(client, task_queue=settings.task_queue)
     runtime = Runtime(
-        catalog=new_catalog(definitions_dir(definitions)),
+        catalog=catalog or new_catalog(definitions_dir(definitions)),
         settings=settings,
         client=TemporalConnection(client, settings),
         limits=limits,
@@ -113,6 +114,7 @@ def serve(
     port: int = 8000,
     triggers: bool = True,
     poll_seconds: float = 2.0,
+    catalog: Catalog | None = None,
 ) -> None:
     """Run the API with uvicorn until interrupted (a bad ``TIDEFLOW_API_*`` value is one line on
     stderr and exit code 2)."""
@@ -129,5 +131,6 @@ def serve(
         poll_seconds=poll_seconds,
         limits=limits,
         warm_parser=True,
+        catalog=catalog,
     )
     uvicorn.run(app, host=host, port=port, log_level="info")

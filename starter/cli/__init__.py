@@ -31,6 +31,11 @@ COMMAND_MODULES = (
     "definitions",
     "runs",
     "control",
+    "redrive",
+    "registry",
+    "shadow",
+    "templates",
+    "testing",
     "servers",
     "upgrade",
 )

@@ -10,7 +10,6 @@ from starter.cli.arguments import (
     add_input_args,
     check_inputs,
     inputs,
-    load_definition,
     print_json,
 )
 from starter.cli.connection import (
@@ -22,6 +21,7 @@ from starter.cli.connection import (
     wait_for_worker,
 )
 from starter.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, Exit
+from starter.cli.registry import run_target
 
 
 def register(commands: Commands) -> None:
@@ -68,7 +68,12 @@ def register(commands: Commands) -> None:
 
 
 def _start_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", metavar="FILE")
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        help="a definition file, or a deployed definition: NAME (its active version) or "
+        "NAME@VERSION",
+    )
     add_input_args(p)
     p.add_argument("--id", dest="workflow_id", help="workflow id (default slug-random)")
     p.add_argument("--task-queue", help="task queue (default tideflow)")
@@ -81,7 +86,7 @@ def _start_args(p: argparse.ArgumentParser) -> None:
 
 
 async def _start(args: argparse.Namespace) -> int:
-    definition = load_definition(args.file)
+    definition, memo = run_target(args.file)
     given = inputs(args)
     check_inputs(definition, given)
     client = await connect()
@@ -94,7 +99,9 @@ async def _start(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     given = await local_inputs(args, given, identities)
-    run = await client.start(definition, given, workflow_id=args.workflow_id, task_queue=queue)
+    run = await client.start(
+        definition, given, workflow_id=args.workflow_id, task_queue=queue, memo=memo
+    )
     print(run.id)
     print(f"Web UI: {run.web_ui_url()}", file=sys.stderr)
     return EXIT_OK
@@ -104,7 +111,7 @@ async def _run(args: argparse.Namespace) -> int:
     from starter.client import web_ui_url
     from starter.progress import follow
 
-    definition = load_definition(args.file)
+    definition, memo = run_target(args.file)
     given = inputs(args)
     check_inputs(definition, given)
     queue = task_queue(args)
@@ -114,7 +121,9 @@ async def _run(args: argparse.Namespace) -> int:
             client, queue, args.wait_for_worker, quiet=2.0 if args.embedded else 0.0
         )
         given = await local_inputs(args, given, identities)
-        run = await client.start(definition, given, workflow_id=args.workflow_id, task_queue=queue)
+        run = await client.start(
+            definition, given, workflow_id=args.workflow_id, task_queue=queue, memo=memo
+        )
         if not args.json:
             print(f"started {run.id}", file=sys.stderr)
             await follow(client.temporal, run.id, definition)

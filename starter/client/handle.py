@@ -40,6 +40,7 @@ from starter.client.listing import status_word
 from starter.client.web_ui import web_ui_url
 
 if TYPE_CHECKING:
+    from starter.client.redrive import RedrivePlan
     from starter.client.tideflow_client import TideflowClient
 
 _REDRIVABLE = frozenset({"failed", "cancelled", "terminated", "timed_out"})
@@ -179,6 +180,28 @@ class RunHandle:
         ``cancelled``, ``terminated``, ``timed_out`` or ``continued``."""
         status = (await self.describe()).status
         return None if status == WorkflowExecutionStatus.RUNNING else status_word(status)
+
+    # --- redrive ---------------------------------------------------------------------------
+
+    async def redrive_plan(self, from_node: str | None = None) -> RedrivePlan:
+        """What :meth:`redrive` would do: the nodes that keep their output and those that run
+        again. Raises :class:`~starter.client.redrive.RedriveError` for a run that is open or
+        completed, or a ``from_node`` its plan does not have."""
+        from starter.client.redrive import plan_redrive, recorded_run
+
+        return plan_redrive(await recorded_run(self), from_node)
+
+    async def redrive(
+        self, from_node: str | None = None, *, workflow_id: str | None = None
+    ) -> RunHandle:
+        """Start a new run of this failed, cancelled, terminated or timed-out run: the same plan
+        and inputs, every node that completed keeping its output without running again, except
+        ``from_node`` and what depends on it. Returns the new run's handle (its report lists the
+        reused nodes in ``reused``)."""
+        from starter.client.redrive import start_redrive
+
+        plan = await self.redrive_plan(from_node)
+        return await start_redrive(self._client, plan, workflow_id=workflow_id)
 
     # --- signals and cancellation ----------------------------------------------------------
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import TaskQueueType
@@ -25,7 +26,8 @@ from starter.client.definitions import (
 )
 from starter.client.events import EventDelivery
 from starter.client.handle import RunHandle
-from starter.client.listing import RunSummary, list_runs
+from starter.client.listing import RunSummary, list_runs, list_runs_matching
+from starter.client.redrive import RedriveCandidate, redrive_candidates
 
 
 class TideflowClient:
@@ -165,6 +167,25 @@ class TideflowClient:
         ``paused``, ``waiting``, ``needs_attention``, ``completed``, ``failed``, ``cancelled``,
         ``terminated``, ``timed_out``, ``continued``; ValueError for another)."""
         return await list_runs(self._temporal, definition=definition, status=status, limit=limit)
+
+    async def list_runs_matching(self, query: str, *, limit: int = 50) -> list[RunSummary]:
+        """The runs a Temporal visibility query finds, newest first."""
+        return await list_runs_matching(self._temporal, query, limit=limit)
+
+    async def redrive_candidates(
+        self,
+        *,
+        definition: str | None = None,
+        status: str = "failed",
+        since: timedelta | None = None,
+        limit: int = 1000,
+    ) -> list[RedriveCandidate]:
+        """The ended runs a bulk redrive takes (see
+        :func:`starter.client.redrive.redrive_candidates`); ValueError for a status that
+        cannot be redriven."""
+        return await redrive_candidates(
+            self, definition=definition, status=status, since=since, limit=limit
+        )
 
     # --- events ----------------------------------------------------------------------------
 

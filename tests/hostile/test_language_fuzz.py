@@ -34,6 +34,7 @@ FUZZ = settings.get_profile(os.environ.get("TIDEFLOW_FUZZ_PROFILE", "hostile"))
 SOURCES = {
     path.name: path.read_text()
     for path in sorted([*REPO.glob("examples/*.yaml"), *REPO.glob("tests/seeds/*.yaml")])
+    if not path.name.endswith(".test.yaml")  # the examples' test files are not definitions
 }
 """Real definitions to mutate."""
 

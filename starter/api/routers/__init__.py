@@ -4,14 +4,25 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from starter.api.routers import control, definitions, events, health, runs, uploads
+from starter.api.routers import (
+    control,
+    definitions,
+    events,
+    health,
+    redrive,
+    registry,
+    runs,
+    uploads,
+)
 
 ALL: tuple[APIRouter, ...] = (
     health.router,
     definitions.router,
+    registry.router,
     runs.router,
     uploads.router,
     control.router,
+    redrive.router,
     events.router,
 )
 """Every router, in the order the OpenAPI document lists them."""
