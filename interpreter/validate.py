@@ -33,7 +33,9 @@ from interpreter.inputs import input_type_error
 from interpreter.limits import MAX_EXPRESSIONS, MAX_NODES, MAX_PROBLEMS
 from interpreter.loader import EMPTY, Document, PathKey, Problem, cyclic_gc_paused
 from interpreter.model import (
-    TRIGGER_NODE_TYPES,
+    CONFIG_KEYS,
+    END_NODE_TYPES,
+    STRUCTURAL_NODE_TYPES,
     Definition,
     DocumentUploadTrigger,
     EventTrigger,
@@ -46,6 +48,13 @@ from interpreter.node_types import (
     WORKFLOW_TYPE_CONFIGS,
     WORKFLOW_TYPES,
     canonical_type,
+)
+from interpreter.seed_forms import (
+    apply_error_handlers,
+    handlers_in_milliseconds,
+    is_seed_002,
+    node_in_milliseconds,
+    variable_problems,
 )
 
 DEFAULT_EXPRESSION = "default_expression"
@@ -118,10 +127,11 @@ class _Checker:
         if not isinstance(data, dict):
             self.add((), "a definition is a mapping of keys (name, version, tasks, …)")
             return None
+        self.seed_002 = is_seed_002(data)
         located = self._nodes(data)
         if self.too_many:
             return None  # checking more would cost what the limit is there to avoid
-        top = dict(data)
+        top = handlers_in_milliseconds(data) if self.seed_002 else dict(data)
         for key in _GRAPH_KEYS:
             if isinstance(top.get(key), list):
                 top[key] = []
@@ -146,6 +156,18 @@ class _Checker:
             self._graph_only(located, data)
             return None
         definition = definition.model_copy(update={spelling: [n.node for n in located]})
+        for path, message in variable_problems(data):
+            self.add(path, message)
+        applied, handled = apply_error_handlers(definition, self.raw_ids)
+        for path, message in handled:
+            self.add(path, message)
+        if applied is not definition:
+            definition = applied
+            # Located nodes carry what the handlers set: the same objects, in the same order.
+            located = [
+                _Located(node, item.path)
+                for node, item in zip(definition.raw_nodes(), located, strict=True)
+            ]
         self._graph(definition, located, self.raw_ids)
         return definition
 
@@ -180,6 +202,10 @@ class _Checker:
                         )
                     else:
                         seen[node_id] = path
+                if self.seed_002:
+                    raw, timing = node_in_milliseconds(raw, path)
+                    for where, message in timing:
+                        self.add(where, message)
                 try:
                     out.append(_Located(Node.model_validate(raw), path))
                 except ValidationError as e:
@@ -215,8 +241,9 @@ class _Checker:
         by_id: dict[str, _Located] = {}
         for item in located:
             by_id.setdefault(item.node.id, item)
-        # Designer-export trigger nodes are not work: they are dropped from the graph.
-        triggers = {i for i, item in by_id.items() if item.node.type in TRIGGER_NODE_TYPES}
+        # Designer-export trigger and end nodes are not work: they are dropped from the graph.
+        triggers = {i for i, item in by_id.items() if item.node.type in STRUCTURAL_NODE_TYPES}
+        self._end_edges(definition, {i for i in triggers if by_id[i].node.type in END_NODE_TYPES})
         handlers = definition.handler_ids()
         self._edges(definition, known)
         graph = {n.id: n for n in definition.graph()}
@@ -254,7 +281,7 @@ class _Checker:
             self._node(definition, node, item, known, handlers, ancestors)
         for raw, path in self.invalid:
             # A node that failed validation still gets its expressions checked.
-            for key in ("config", "with", "when", "foreach"):
+            for key in (*CONFIG_KEYS, "when", "foreach"):
                 if key in raw:
                     self._expressions(
                         raw[key],
@@ -279,6 +306,18 @@ class _Checker:
                         ("edges", k, key),
                         f"edge {end} unknown node {name!r}{self._suggest(name, known)}",
                     )
+
+    def _end_edges(self, definition: Definition, ends: set[str]) -> None:
+        """An end node has no successors: an edge out of it would silently start its target
+        at once (the end node is not part of the graph)."""
+        for k, edge in enumerate(definition.edges or []):
+            if edge.source in ends:
+                data = self.document.data["edges"][k]
+                key = "from" if "from" in data else "source"
+                self.add(
+                    ("edges", k, key),
+                    f"edge from end node {edge.source!r}: an end node has no successors",
+                )
 
     def _handlers(
         self, definition: Definition, by_id: dict[str, _Located], known: set[str]
@@ -344,7 +383,7 @@ class _Checker:
 
     def _type(self, item: _Located) -> None:
         name = item.node.type
-        if name in WORKFLOW_TYPES or name in TRIGGER_NODE_TYPES:
+        if name in WORKFLOW_TYPES or name in STRUCTURAL_NODE_TYPES:
             return
         if self.catalog is None:
             return
@@ -372,7 +411,8 @@ class _Checker:
         if node.id in handlers:
             allowed_extra |= {"error", "failed_node"}
         upstream = ancestors.of(node.id) if ancestors is not None else None
-        config_path = (*path, "with" if (*path, "with") in self.document.keys else "config")
+        written = next((k for k in CONFIG_KEYS if (*path, k) in self.document.keys), "config")
+        config_path = (*path, written)
         self._config(definition, node, config_path, known, handlers, upstream, allowed_extra)
         if isinstance(node.when, str):
             self._expressions(
