@@ -116,6 +116,12 @@ class WorkerSettings(_Section):
     code: CodeSettings = Field(default_factory=CodeSettings)
     documents: DocumentsSettings = Field(default_factory=DocumentsSettings)
     max_concurrent_activities: int = 100
+    ui_url: str | None = None
+    """The Temporal Web UI's address, for links in run notifications (``TIDEFLOW_UI_URL``;
+    default http://localhost:8233)."""
+    api_url: str | None = None
+    """Where ``tideflow api`` answers, for links to its run page in run notifications
+    (``TIDEFLOW_API_URL``, e.g. http://tideflow.example.com:8000)."""
 
     @property
     def resolved_file_root(self) -> Path:
@@ -204,6 +210,8 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
         "TIDEFLOW_SMTP_SSL": ("smtp", "ssl"),
         "TIDEFLOW_SMTP_SENDER": ("smtp", "sender"),
         "SLACK_WEBHOOK_URL": ("slack_webhook_url",),
+        "TIDEFLOW_UI_URL": ("ui_url",),
+        "TIDEFLOW_API_URL": ("api_url",),
         "TIDEFLOW_TESSERACT_CMD": ("documents", "tesseract_cmd"),
         "TIDEFLOW_DOCUMENTS_FETCH_TIMEOUT": ("documents", "fetch_timeout_seconds"),
     }

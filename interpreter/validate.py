@@ -63,6 +63,9 @@ missing (``${{ inputs.document }}``, or ``${{ upstream.output.text }}`` for the 
 node's only dependency)."""
 
 _GRAPH_KEYS = ("tasks", "steps", "nodes")
+LIFECYCLE_TYPE = "notify.lifecycle"
+"""The activity type the workflow starts for a definition's ``notifications:`` channels."""
+_SECRET_REFERENCE = re.compile(r"\$\{\{\s*secrets\.[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
 _SHOWN_CYCLE = 12
 _CHEAP_OPTIONS = 200
 _COSTLY_SUGGESTIONS = 50
@@ -295,6 +298,7 @@ class _Checker:
                     )
         self._outputs(definition, known)
         self._inputs(definition)
+        self._notifications(definition)
 
     def _edges(self, definition: Definition, known: set[str]) -> None:
         for k, edge in enumerate(definition.edges or []):
@@ -637,6 +641,58 @@ class _Checker:
             definition.outputs, ("outputs",), definition, None, known, set(), None, set()
         )
 
+    def _notifications(self, definition: Definition) -> None:
+        """Each ``notifications:`` channel's config fits its type (a webhook needs its url…).
+        The workflow sends it as written: only ``${{ secrets.NAME }}`` may stand in a value."""
+        model = self.catalog.config_model(LIFECYCLE_TYPE) if self.catalog is not None else None
+        for index, notification in enumerate(definition.notifications):
+            base: PathKey = ("notifications", index, "config")
+            templated = set()
+            for sub_path, text in _strings(notification.config, base):
+                if "${{" not in text:
+                    continue
+                templated.add(sub_path)
+                if "${{" in _SECRET_REFERENCE.sub("", text):
+                    self.add(
+                        sub_path,
+                        "a notification's config is sent as written: expressions are not "
+                        "evaluated here, only ${{ secrets.NAME }} is replaced",
+                    )
+            if model is None:
+                continue
+            kind = notification.type.removeprefix("notify.")
+            article = "an" if kind[0] in "aeiou" else "a"
+            try:
+                model.model_validate(
+                    {"channel": {"type": notification.type, "config": notification.config}}
+                )
+            except ValidationError as e:
+                for err in _errors(model, e):
+                    loc = err.loc[2:] if err.loc[:2] == ("channel", "config") else err.loc
+                    path = (*base, *loc)
+                    if any(path[: len(t)] == t for t in templated):
+                        continue
+                    if err.kind == "extra_forbidden" and loc:
+                        allowed = _channel_fields(model, notification.type, loc[:-1])
+                        name = str(loc[-1])
+                        self.add(
+                            path,
+                            f"unknown config key {name!r} for {article} {kind} notification"
+                            f"{self._suggest(name, allowed)}",
+                            key=True,
+                        )
+                    elif err.kind == "missing" and loc:
+                        at = base if notification.config else base[:-1]
+                        self.add(at, f"{article} {kind} notification needs config {_where(loc)}")
+                    else:
+                        where = _where(loc)
+                        self.add(
+                            path if loc else base,
+                            f"config {where}{err.joiner}{err.message}"
+                            if where
+                            else f"config: {err.message}",
+                        )
+
     def _inputs(self, definition: Definition) -> None:
         for name, spec in definition.inputs.items():
             if spec.default is not None:
@@ -933,6 +989,17 @@ def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
             if alias is not None and hasattr(alias, "choices"):
                 names.extend(str(c) for c in alias.choices)
     return names
+
+
+def _channel_fields(model: type[BaseModel], kind: str, loc: tuple[str | int, ...]) -> list[str]:
+    """The config keys of the notification channel of type ``kind`` (at ``loc`` inside it)."""
+    field = model.model_fields.get("channel")
+    for member in _models_in(field.annotation if field is not None else None):
+        tag = member.model_fields.get("type")
+        config = member.model_fields.get("config")
+        if tag is not None and config is not None and kind in typing.get_args(tag.annotation):
+            return [name for m in _models_in(config.annotation) for name in _fields_at(m, loc)]
+    return []
 
 
 def _step(annotation: Any, part: str | int) -> Any:
