@@ -24,7 +24,7 @@ from rich.text import Text
 from temporalio.client import Client, WorkflowFailureError
 
 from interpreter import Definition
-from interpreter.report import RunReport, RunState
+from interpreter.report import BudgetReport, RunReport, RunState
 
 _STYLE = {
     "completed": "green",
@@ -283,6 +283,8 @@ def state_table(state: RunState, pending: Sequence[Retry] = ()) -> Table:
         notes = []
         if node_id in state.waiting:
             notes.append(f"waiting for {state.waiting[node_id]}")
+        elif state.attention.get(node_id) == "budget":
+            notes.append("stopped by the budget: raise it with `tideflow budget`")
         elif status in _EXPLAINED and why.get(node_id):
             notes.append(why[node_id])
         for retry in node_retries:
@@ -306,6 +308,8 @@ def print_state(
     out.print(state_table(state, pending))
     if state.vars:
         out.print(Text("vars: " + json.dumps(state.vars, default=str)))
+    if state.budget is not None:
+        out.print(Text(budget_line(state.budget)))
     if state.error:
         out.print(Text.assemble(("error: ", "red"), state.error))
     if web_ui:
@@ -336,8 +340,27 @@ def print_report(report: RunReport) -> None:
     if report.usage.ai_tokens:
         cost = f", ${report.usage.cost_usd:.4f}" if report.usage.cost_usd is not None else ""
         out.print(Text(f"AI tokens: {report.usage.ai_tokens}{cost}"))
+    if report.budget is not None:
+        out.print(Text(budget_line(report.budget)))
     if report.error:
         out.print(Text.assemble(("error: ", "red"), report.error))
+
+
+def budget_line(budget: BudgetReport) -> str:
+    """Spend against budget: ``budget: $0.0150 of $0.0100 spent (over), 900 of 5,000 tokens``.
+    A node's own budget (without a run budget) shows as the spend alone."""
+    parts = []
+    if budget.cost_usd is not None:
+        over = " (over)" if budget.spent_usd > budget.cost_usd else ""
+        parts.append(f"${budget.spent_usd:.4f} of ${budget.cost_usd:.4f} spent{over}")
+    elif budget.spent_usd:
+        parts.append(f"${budget.spent_usd:.4f} spent")
+    if budget.tokens is not None:
+        over = " (over)" if budget.spent_tokens > budget.tokens else ""
+        parts.append(f"{budget.spent_tokens:,} of {budget.tokens:,} tokens{over}")
+    else:
+        parts.append(f"{budget.spent_tokens:,} tokens")
+    return "budget: " + ", ".join(parts)
 
 
 def print_runs(runs: Sequence[Any]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from starter.api.routers import control, definitions, events, health, runs, uploads
+from starter.api.routers import budget, control, definitions, events, health, runs, uploads
 
 ALL: tuple[APIRouter, ...] = (
     health.router,
@@ -12,6 +12,7 @@ ALL: tuple[APIRouter, ...] = (
     runs.router,
     uploads.router,
     control.router,
+    budget.router,
     events.router,
 )
 """Every router, in the order the OpenAPI document lists them."""
