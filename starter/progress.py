@@ -388,3 +388,82 @@ def _short(value: Any, limit: int = 120) -> str:
         return ""
     text = json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def print_stats(stats: Any) -> None:
+    """``tideflow stats``: runs per definition, then node attempts per node type."""
+    out = console()
+    span = stats.until - stats.since
+    window = f"runs started in the last {_span(span)}" + (
+        f", definition {stats.definition}" if stats.definition else ""
+    )
+    out.print(Text(window, style="bold"))
+    runs = Table(title="runs by definition", title_justify="left")
+    for name in ("definition", "started", "completed", "failed", "cancelled", "running"):
+        runs.add_column(name, justify="left" if name == "definition" else "right")
+    for name in ("success", "p50", "p95", "retries", "errors", "AI tokens", "cost"):
+        runs.add_column(name, justify="left" if name == "errors" else "right")
+    for entry in stats.definitions:
+        counts, nodes = entry.runs, entry.nodes
+        runs.add_row(
+            Text(entry.definition or "(unnamed)"),
+            str(counts.started),
+            str(counts.completed),
+            str(counts.failed),
+            str(counts.cancelled),
+            str(counts.running),
+            _rate(entry.success_rate),
+            _seconds(entry.duration_p50),
+            _seconds(entry.duration_p95),
+            str(nodes.retries),
+            Text(_errors(nodes.errors)),
+            f"{nodes.ai_tokens:,}",
+            f"${nodes.cost_usd:.4f}",
+        )
+    out.print(runs)
+    nodes_table = Table(title="node attempts by type", title_justify="left")
+    for name in ("node type", "attempts", "completed", "failed", "retries", "success"):
+        nodes_table.add_column(name, justify="left" if name == "node type" else "right")
+    for name in ("p50", "p95", "errors", "AI tokens", "cost", "CPU s", "peak MiB"):
+        nodes_table.add_column(name, justify="left" if name == "errors" else "right")
+    for entry in stats.node_types:
+        nodes_table.add_row(
+            Text(entry.node_type),
+            str(entry.attempts),
+            str(entry.completed),
+            str(entry.failed),
+            str(entry.retries),
+            _rate(entry.success_rate),
+            _seconds(entry.duration_p50),
+            _seconds(entry.duration_p95),
+            Text(_errors(entry.errors)),
+            f"{entry.ai_tokens:,}",
+            f"${entry.cost_usd:.4f}",
+            f"{entry.cpu_seconds:.2f}",
+            f"{entry.peak_rss_mb:.0f}" if entry.peak_rss_mb is not None else "",
+        )
+    out.print(nodes_table)
+    if stats.runs_truncated:
+        out.print(Text("note: only the most recent runs were read (narrow --since)", style="dim"))
+
+
+def _span(span: timedelta) -> str:
+    seconds = span.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _rate(rate: float | None) -> str:
+    return "" if rate is None else f"{rate * 100:.0f}%"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.1f}s"
+
+
+def _errors(errors: dict[str, int]) -> str:
+    return ", ".join(f"{name}: {count}" for name, count in list(errors.items())[:3])

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import argparse
+import re
 
-from starter.cli.arguments import Commands
+from starter.cli.arguments import Commands, print_json
 from starter.cli.connection import connect, open_run
 from starter.cli.errors import EXIT_BAD_INPUT, EXIT_OK, Exit
+
+_SLUG = re.compile(r"^[a-z0-9-]+$")
 
 
 def register(commands: Commands) -> None:
@@ -21,6 +24,17 @@ def register(commands: Commands) -> None:
     p.add_argument("--add-usd", type=float, default=0.0, metavar="X", help="US dollars to add")
     p.add_argument("--add-tokens", type=int, default=0, metavar="N", help="tokens to add")
     p.add_argument("--by", help="who decides (default $TIDEFLOW_USER or your user name)")
+
+    p = commands.add(
+        "stats",
+        _stats,
+        "runs and node attempts over a period, per definition and node type",
+    )
+    p.add_argument("--definition", metavar="SLUG", help="one definition, e.g. invoice-processing")
+    p.add_argument(
+        "--since", default="24h", metavar="DURATION", help="how far back: 1h, 24h, 7d (default 24h)"
+    )
+    p.add_argument("--json", action="store_true", help="print the statistics as JSON")
 
 
 async def _budget(args: argparse.Namespace) -> int:
@@ -45,4 +59,32 @@ async def _budget(args: argparse.Namespace) -> int:
     state = await run.state(timeout=15)
     if state.budget is not None:
         print(budget_line(state.budget))
+    return EXIT_OK
+
+
+async def _stats(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from activities import WorkerSettings
+    from interpreter.model import parse_duration
+    from starter.progress import print_stats
+    from starter.stats import compute_stats
+
+    try:
+        since = timedelta(seconds=parse_duration(args.since))
+    except ValueError as e:
+        raise Exit(EXIT_BAD_INPUT, f"stats: --since {e}") from None
+    if args.definition is not None and not _SLUG.match(args.definition):
+        raise Exit(EXIT_BAD_INPUT, f"stats: {args.definition!r} is not a definition slug")
+    client = await connect()
+    stats = await compute_stats(
+        client.temporal,
+        WorkerSettings.from_env().resolved_store_url,
+        since=since,
+        definition=args.definition,
+    )
+    if args.json:
+        print_json(stats)
+    else:
+        print_stats(stats)
     return EXIT_OK

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from starter.api.routers import budget, control, definitions, events, health, runs, uploads
+from starter.api.routers import (
+    budget,
+    control,
+    definitions,
+    events,
+    health,
+    runs,
+    stats,
+    uploads,
+)
 
 ALL: tuple[APIRouter, ...] = (
     health.router,
@@ -14,5 +23,6 @@ ALL: tuple[APIRouter, ...] = (
     control.router,
     budget.router,
     events.router,
+    stats.router,
 )
 """Every router, in the order the OpenAPI document lists them."""
