@@ -12,6 +12,7 @@ from starter.api.routers import (
     health,
     runs,
     stats,
+    ui,
     uploads,
 )
 
@@ -24,5 +25,7 @@ ALL: tuple[APIRouter, ...] = (
     budget.router,
     events.router,
     stats.router,
+    ui.router,
+    ui.pages,
 )
 """Every router, in the order the OpenAPI document lists them."""
