@@ -5,6 +5,7 @@ runs on a real worker, and what does not fit is a located error."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -162,3 +163,11 @@ def test_the_editor_schema_accepts_the_seed_002_form() -> None:
     assert [e.message for e in validator.iter_errors(data)] == []
     data["nodes"][1]["inputs"]["cod"] = "typo"  # per-task inputs are checked as config
     assert list(validator.iter_errors(data))
+
+
+def test_the_side_by_side_example_of_the_docs_gives_one_plan() -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "language.md").read_text()
+    seed, native = re.findall(r"```yaml\n(.*?)```", docs[docs.index("Side by side") :], re.S)[:2]
+    assert "id: order-review" in seed and "name: order-review" in native
+    plans = [compile_plan(load_string(text, "x.yaml", registry)) for text in (seed, native)]
+    assert plans[0] == plans[1]
