@@ -12,6 +12,7 @@ of Temporal's history. The SMTP server and the default Slack webhook are worker 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import smtplib
 import ssl
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, make_msgid
+from pathlib import Path
 from string import Template
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
@@ -596,11 +598,12 @@ def _message(event: LifecycleEvent, ctx: NodeContext) -> _Message:
 
 
 def run_links(ctx: NodeContext, workflow_id: str, run_id: str) -> dict[str, str]:
-    """Links to a run: the Temporal Web UI's page (``ui_url``, default localhost:8233) and,
-    when the worker knows the HTTP API's address (``api_url``), Tideflow's run page."""
+    """Links to a run: the Temporal Web UI's page (``ui_url``, else the embedded server's UI when
+    it runs from the worker's data folder, else localhost:8233) and, when the worker knows the
+    HTTP API's address (``api_url``), Tideflow's run page."""
     settings = ctx.settings
     namespace = _namespace()
-    base = (settings.ui_url or "http://localhost:8233").rstrip("/")
+    base = (settings.ui_url or _embedded_ui(settings.home) or "http://localhost:8233").rstrip("/")
     tail = f"/{quote(run_id, safe='')}" if run_id else ""
     links = {
         "web_ui": f"{base}/namespaces/{quote(namespace, safe='')}/workflows/"
@@ -609,6 +612,17 @@ def run_links(ctx: NodeContext, workflow_id: str, run_id: str) -> dict[str, str]
     if settings.api_url:
         links["run_page"] = f"{settings.api_url.rstrip('/')}/ui/runs/{quote(workflow_id, safe='')}"
     return links
+
+
+def _embedded_ui(home: Path) -> str | None:
+    """The Web UI address ``tideflow server``/``dev`` wrote to ``<home>/server.json``, if that
+    server is alive."""
+    try:
+        info = json.loads((home / "server.json").read_text())
+        os.kill(int(info["pid"]), 0)
+        return str(info["ui_url"]) if info.get("ui_url") else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _namespace() -> str:

@@ -8,6 +8,7 @@ import textwrap
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -242,3 +243,26 @@ def test_bad_channels_filters_and_budgets_are_located_errors() -> None:
         "wf.yaml:12:51: budget.cost_usd: Input should be a valid number, unable to parse string "
         "as a number",
     ]
+
+
+def test_links_use_the_embedded_servers_ui_when_no_ui_url_is_set(tmp_path: Path) -> None:
+    import json
+    import os
+    from types import SimpleNamespace
+
+    from activities.notify import run_links
+
+    ctx: Any = SimpleNamespace(settings=WorkerSettings(home=tmp_path))
+    assert run_links(ctx, "wf-1", "r-1") == {
+        "web_ui": "http://localhost:8233/namespaces/default/workflows/wf-1/r-1/history"
+    }
+    server = {"pid": os.getpid(), "ui_url": "http://127.0.0.1:18233", "address": "x"}
+    (tmp_path / "server.json").write_text(json.dumps(server))
+    assert run_links(ctx, "wf 1", "")["web_ui"] == (
+        "http://127.0.0.1:18233/namespaces/default/workflows/wf%201/history"
+    )
+    ctx.settings = WorkerSettings(home=tmp_path, ui_url="https://ui.example/", api_url="https://t")
+    assert run_links(ctx, "wf-1", "r-1") == {
+        "web_ui": "https://ui.example/namespaces/default/workflows/wf-1/r-1/history",
+        "run_page": "https://t/ui/runs/wf-1",
+    }
