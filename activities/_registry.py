@@ -6,7 +6,8 @@ every type into one Temporal activity named after the type, taking a single
 The wrapper resolves ``${{ secrets.NAME }}`` and redacts their values from everything the node
 leaves behind (:mod:`activities._secrets`), validates the config, maps :mod:`activities.errors`
 onto Temporal failures (retryable or not), caps the output's size (``max_output_mb``), reports
-the attempt number and serves ``cache``.
+the attempt number, serves ``cache`` and measures every attempt of a Tideflow run
+(:mod:`activities._metrics`: outcome, duration, CPU, memory, tokens).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities._cache import MISSING, NodeCache
 from activities._context import NodeContext, WorkerResources
+from activities._metrics import Attempt, NodeMetrics
 from activities._secrets import Redactor, redacting_logs, resolve_secrets
 from activities.errors import NodeConfigError, NodeError, PermanentNodeError
 from activities.files import megabytes
@@ -163,6 +165,27 @@ def config_error_message(error: ValidationError) -> str:
 def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[..., Any]:
     async def run_node(input: NodeInput) -> NodeResult:
         info = activity.info()
+        metrics = await resources.get(
+            _METRICS, lambda: NodeMetrics(resources.settings), close=NodeMetrics.aclose
+        )
+        attempt = metrics.start(info, input.node_id, node_type.name)
+        if attempt is None:
+            return await measured(input, info, None)
+        try:
+            result = await measured(input, info, attempt)
+        except asyncio.CancelledError as e:
+            metrics.finish(attempt, "cancelled", e)
+            raise
+        except BaseException as e:
+            metrics.finish(attempt, "failed", e)
+            raise
+        attempt.usage = result.usage
+        metrics.finish(attempt, "cached" if result.cached else "completed")
+        return result
+
+    async def measured(
+        input: NodeInput, info: activity.Info, attempt: Attempt | None
+    ) -> NodeResult:
         span = trace.get_current_span()
         span.set_attribute("tideflow.node", input.node_id)
         span.set_attribute("tideflow.node_type", node_type.name)
@@ -216,8 +239,10 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
                 if inspect.iscoroutinefunction(node_type.function):
                     output = await node_type.function(config, ctx)
                 else:
+                    # In its own thread, whose CPU time is the node's.
+                    call = attempt.measurement.run_in_thread if attempt else _call
                     output = await asyncio.to_thread(
-                        contextvars.copy_context().run, node_type.function, config, ctx
+                        contextvars.copy_context().run, call, node_type.function, config, ctx
                     )
                 output = redactor.value(to_jsonable_python(output))
                 _check_output_size(output, resources.settings.max_output_bytes)
@@ -237,6 +262,8 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
                 _fail(input, e, info.attempt, node_type.name, redactor)
             finally:
                 heartbeat.cancel()
+                if attempt is not None:
+                    attempt.usage = ctx.usage  # spent even when the node then failed
         if cache is not None:
             cache.put(cache_key, output)
         return NodeResult(
@@ -245,6 +272,14 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
 
     run_node.__name__ = run_node.__qualname__ = node_type.name.replace(".", "_")
     return activity.defn(name=node_type.name)(run_node)
+
+
+_METRICS = "tideflow.node_metrics"
+"""The worker's :class:`NodeMetrics` among its resources."""
+
+
+def _call(function: NodeFunction, config: Any, ctx: NodeContext) -> Any:
+    return function(config, ctx)
 
 
 def _check_output_size(output: Any, limit: int) -> None:

@@ -131,6 +131,28 @@ class WorkerSettings(_Section):
     """Nodes running as local activities at once (``execution: local``). Local activities run
     inside workflow tasks: the worker keeps its workflow-task slots at 50 so they cannot starve
     it (MACHINE-NOTES: 200 runs of local activities hung with the SDK's default of 100)."""
+    record_metrics: bool = True
+    """Write every node attempt's numbers (outcome, duration, CPU, memory, tokens, cost) to the
+    engine's metrics store for ``tideflow stats`` (``TIDEFLOW_RECORD_METRICS``)."""
+    store_url: str | None = None
+    """The control plane's SQL store (``TIDEFLOW_STORE_URL``); default SQLite
+    ``<home>/control.db``."""
+    metrics_retention_days: float = Field(default=30.0, ge=0)
+    """Node metrics older than this are deleted (0 keeps them)."""
+    ui_url: str | None = None
+    """The Temporal Web UI's address, for links in run notifications (``TIDEFLOW_UI_URL``;
+    default http://localhost:8233)."""
+    api_url: str | None = None
+    """Where ``tideflow api`` answers, for links to its run page in run notifications
+    (``TIDEFLOW_API_URL``, e.g. http://tideflow.example.com:8000)."""
+
+    @property
+    def resolved_store_url(self) -> str:
+        """The store's URL: ``store_url``, else SQLite in the data folder."""
+        if self.store_url:
+            return self.store_url
+        self.home.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(self.home / 'control.db').resolve()}"
 
     @property
     def resolved_file_root(self) -> Path:
@@ -222,6 +244,10 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
         "TIDEFLOW_SMTP_SSL": ("smtp", "ssl"),
         "TIDEFLOW_SMTP_SENDER": ("smtp", "sender"),
         "SLACK_WEBHOOK_URL": ("slack_webhook_url",),
+        "TIDEFLOW_UI_URL": ("ui_url",),
+        "TIDEFLOW_STORE_URL": ("store_url",),
+        "TIDEFLOW_RECORD_METRICS": ("record_metrics",),
+        "TIDEFLOW_API_URL": ("api_url",),
         "TIDEFLOW_TESSERACT_CMD": ("documents", "tesseract_cmd"),
         "TIDEFLOW_DOCUMENTS_FETCH_TIMEOUT": ("documents", "fetch_timeout_seconds"),
     }

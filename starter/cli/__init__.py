@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "testing",
     "servers",
     "upgrade",
+    "operations",
 )
 """The command modules of this package (each with ``register(commands)``), in the order their
 commands are listed by ``tideflow --help``."""

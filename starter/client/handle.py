@@ -28,6 +28,7 @@ from interpreter.control import (
     ControlAnswer,
     Event,
     FailNode,
+    RaiseBudget,
     RetryNode,
     SetVars,
     SkipNode,
@@ -273,6 +274,14 @@ class RunHandle:
         """Approve (or reject) an approval node (``by`` defaults to the client's user)."""
         request = Approve(node=node, approved=approved, comment=comment, by=by or self._client.user)
         return await self._update(TideflowWorkflow.approve, request)
+
+    async def raise_budget(
+        self, add_tokens: int = 0, add_usd: float = 0.0, by: str | None = None
+    ) -> ControlAnswer:
+        """Let the run spend more on models; nodes its budget stopped run again (``by``
+        defaults to the client's user)."""
+        request = RaiseBudget(add_tokens=add_tokens, add_usd=add_usd, by=by or self._client.user)
+        return await self._update(TideflowWorkflow.raise_budget, request)
 
     async def _update(
         self, update: Any, request: BaseModel, *, redrive_hint: bool = False

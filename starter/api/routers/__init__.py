@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from starter.api.routers import (
+    budget,
     control,
     definitions,
     events,
@@ -12,6 +13,8 @@ from starter.api.routers import (
     redrive,
     registry,
     runs,
+    stats,
+    ui,
     uploads,
 )
 
@@ -23,6 +26,10 @@ ALL: tuple[APIRouter, ...] = (
     uploads.router,
     control.router,
     redrive.router,
+    budget.router,
     events.router,
+    stats.router,
+    ui.router,
+    ui.pages,
 )
 """Every router, in the order the OpenAPI document lists them."""
