@@ -156,6 +156,8 @@ class CoreShell:
         core = self._core
         if core is None:
             raise ApplicationError(self._problem, type=self._problem_type, non_retryable=True)
+        if input.resume is None and input.batch is None:
+            self._count("tideflow_runs_started", "runs started, per definition")
         self._execute(core.start(self._now()))
         while not core.ended:
             try:
@@ -194,7 +196,20 @@ class CoreShell:
             )
         )
 
+    def _count(self, name: str, description: str, **labels: str) -> None:
+        """Add one to a run-level counter on the worker's metrics endpoint (Temporal's meter:
+        nothing is counted while replaying)."""
+        assert self._core is not None
+        counter = workflow.metric_meter().create_counter(name, description)
+        counter.add(1, {"definition": self._core.plan.slug, **labels})
+
     def _finish(self, outcome: RunCommand | None) -> RunReport:
+        if self._core is not None and self._core.batch is None and outcome is not None:
+            status = getattr(getattr(outcome, "report", None), "status", None)
+            if status is not None:
+                self._count(
+                    "tideflow_runs_ended", "runs ended, per definition and status", status=status
+                )
         if isinstance(outcome, CompleteRun):
             return outcome.report
         if isinstance(outcome, FailRun):

@@ -213,6 +213,9 @@ async def test_the_prometheus_endpoint_labels_node_attempts(measured: Measured) 
     assert value("tideflow_ai_tokens", kind="completion", **ask) == 200
     assert value("tideflow_ai_cost_usd_sum", **ask) == pytest.approx(0.004)
     assert value("tideflow_node_peak_rss_bytes", node="compute") > 10 * 2**20
+    # Whole runs, counted by the workflow (not while replaying).
+    assert value("tideflow_runs_started", definition="stats-check") >= 2
+    assert value("tideflow_runs_ended", definition="stats-other", status="completed") == 1
     assert value("tideflow_node_cpu_seconds_sum", node="compute") > 0
 
 
