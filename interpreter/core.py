@@ -79,6 +79,10 @@ from interpreter.scheduler import ENDED, GraphNode, NodeStatus, Scheduler
 from interpreter.snapshot import Foreach, Purpose, RunSnapshot, Step, Work
 from interpreter.values import SCOPE_MARK, has_refs
 
+MAX_LOCAL_IN_FLIGHT = 50
+"""Nodes of one run running as local activities at once. Local activities run within the
+workflow task that started them; past this many at once (a wide fan-out of cheap nodes), the
+others run as regular activities, so no workflow task outlasts its timeout."""
 MAX_IN_FLIGHT = 500
 """Activities and child workflows of one run running at once (Temporal caps pending activities
 per workflow at 2,000; its docs advise about 500)."""
@@ -168,6 +172,7 @@ class RunCore:
         self._status_out: list[RunCommand] = []
         self._now = started_at
         self._in_flight = 0
+        self._local_in_flight = 0
         self._started = False
 
     def _graph_nodes(self) -> list[GraphNode]:
@@ -544,6 +549,8 @@ class RunCore:
         )
         rerun = 0 if work.purpose in ("fallback", "compensation", "on_failure") else None
         rerun = self.reruns.get(node.id, 0) if rerun is None else rerun
+        local = node.local and self._local_in_flight < MAX_LOCAL_IN_FLIGHT
+        work.local = local
         self._add(work)
         self._out.append(
             StartActivity(
@@ -551,7 +558,7 @@ class RunCore:
                 node=node.id,
                 activity_id=work.label if not rerun else f"{work.label}~{rerun}",
                 input=node_input,
-                local=node.local,
+                local=local,
             )
         )
 
@@ -666,6 +673,8 @@ class RunCore:
         self.work[work.label] = work
         if work.kind in ("activity", "child"):
             self._in_flight += 1
+            if work.local:
+                self._local_in_flight += 1
 
     def _take(self, label: str) -> Work | None:
         """The work an activity's or child's result belongs to, no longer in flight."""
@@ -674,6 +683,8 @@ class RunCore:
             return None
         del self.work[label]
         self._in_flight -= 1
+        if work.local:
+            self._local_in_flight -= 1
         return work
 
     # -- outcomes of units -----------------------------------------------------------------

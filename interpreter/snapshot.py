@@ -55,6 +55,8 @@ class Work:
     usage: dict[str, Any] | None = None
     """For a review: what the node's activity took, kept for the outcome."""
     cancelling: bool = False
+    local: bool = False
+    """An activity running as a local activity."""
 
 
 @dataclass(slots=True)
