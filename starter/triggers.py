@@ -29,7 +29,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 from temporalio.client import (
@@ -54,11 +54,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities import WorkerSettings
 from activities.files import new_s3_client, s3_call
 from interpreter import Definition, Problem
-from interpreter.inputs import InputError
+from interpreter.inputs import InputError, resolve_inputs
 from interpreter.loader import read_yaml
 from interpreter.model import (
     DocumentUploadTrigger,
     EventTrigger,
+    RetrySpec,
     ScheduleTrigger,
     TriggerFilter,
 )
@@ -66,6 +67,7 @@ from interpreter.workflow import WORKFLOW_NAME
 from starter import client as tideflow
 from starter._catalog import Catalog, Entry
 from starter.client import TideflowClient
+from starter.client.tideflow_client import task_priority
 
 log = logging.getLogger("tideflow.triggers")
 
@@ -189,6 +191,22 @@ async def _start_once(
     return StartedRun(definition.slug, run.id, run.run_id, source=source)
 
 
+class StartOnce(Protocol):
+    """How triggers start a run under a derived workflow id, at most once (:func:`_start_once`
+    by default; the API hands its outbox's, so watched files wait while Temporal is down)."""
+
+    async def __call__(
+        self,
+        client: TideflowClient,
+        definition: Definition,
+        inputs: dict[str, Any],
+        *,
+        workflow_id: str,
+        task_queue: str,
+        source: str,
+    ) -> StartedRun: ...
+
+
 def _digest(*parts: str, length: int = 20) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:length]
 
@@ -221,6 +239,48 @@ def event_inputs(trigger: EventTrigger, payload: Any) -> dict[str, Any]:
     return inputs
 
 
+@dataclass(frozen=True)
+class EventStart:
+    """A run an event is to start: the definition, its inputs and, for an event with a key, the
+    workflow id derived from it (None: a new id)."""
+
+    slug: str
+    definition: Definition
+    inputs: dict[str, Any]
+    workflow_id: str | None
+
+
+def event_starts(
+    catalog: Catalog, name: str, payload: Any = None, *, key: str | None = None
+) -> tuple[list[EventStart], list[RefusedStart]]:
+    """The runs an event named ``name`` starts: one per ``event`` trigger of that name of every
+    valid definition, with the trigger's inputs and the payload (checked: a definition whose
+    inputs refuse it is in the second list). With ``key`` the workflow ids derive from it."""
+    starts: list[EventStart] = []
+    refused: list[RefusedStart] = []
+    for entry in catalog.valid():
+        definition = entry.definition
+        assert definition is not None
+        for index, trigger in enumerate(definition.triggers):
+            if not isinstance(trigger, EventTrigger) or trigger.name != name:
+                continue
+            if index in entry.trigger_problems:
+                problems = [str(p) for p in entry.trigger_problems[index]]
+                refused.append(RefusedStart(entry.slug, problems))
+                continue
+            inputs = event_inputs(trigger, payload)
+            try:
+                resolve_inputs(definition, inputs)
+            except InputError as e:
+                refused.append(RefusedStart(entry.slug, list(e.problems)))
+                continue
+            workflow_id = (
+                None if key is None else f"{entry.slug}-event-{_digest(name, key, str(index))}"
+            )
+            starts.append(EventStart(entry.slug, definition, inputs, workflow_id))
+    return starts, refused
+
+
 async def start_runs_for_event(
     client: TideflowClient,
     catalog: Catalog,
@@ -237,35 +297,22 @@ async def start_runs_for_event(
     in ``refused``; it does not stop the others.
     """
     queue = task_queue or client.task_queue
-    out = EventStarts()
-    for entry in catalog.valid():
-        definition = entry.definition
-        assert definition is not None
-        for index, trigger in enumerate(definition.triggers):
-            if not isinstance(trigger, EventTrigger) or trigger.name != name:
-                continue
-            if index in entry.trigger_problems:
-                problems = [str(p) for p in entry.trigger_problems[index]]
-                out.refused.append(RefusedStart(entry.slug, problems))
-                continue
-            inputs = event_inputs(trigger, payload)
-            try:
-                if key is None:
-                    handle = await client.start(definition, inputs, task_queue=queue)
-                    run = StartedRun(entry.slug, handle.id, handle.run_id, source=f"event:{name}")
-                else:
-                    run = await _start_once(
-                        client,
-                        definition,
-                        inputs,
-                        workflow_id=f"{entry.slug}-event-{_digest(name, key, str(index))}",
-                        task_queue=queue,
-                        source=f"event:{name}",
-                    )
-            except InputError as e:
-                out.refused.append(RefusedStart(entry.slug, list(e.problems)))
-                continue
-            out.started.append(run)
+    starts, refused = event_starts(catalog, name, payload, key=key)
+    out = EventStarts(refused=refused)
+    for start in starts:
+        if start.workflow_id is None:
+            handle = await client.start(start.definition, start.inputs, task_queue=queue)
+            run = StartedRun(start.slug, handle.id, handle.run_id, source=f"event:{name}")
+        else:
+            run = await _start_once(
+                client,
+                start.definition,
+                start.inputs,
+                workflow_id=start.workflow_id,
+                task_queue=queue,
+                source=f"event:{name}",
+            )
+        out.started.append(run)
     return out
 
 
@@ -294,14 +341,19 @@ def _schedule_slug(sid: str) -> str | None:
 
 
 def build_schedule(
-    definition: Definition, index: int, trigger: ScheduleTrigger, *, task_queue: str
+    definition: Definition,
+    index: int,
+    trigger: ScheduleTrigger,
+    *,
+    task_queue: str,
+    default_retry: RetrySpec | None = None,
 ) -> tuple[Schedule, str]:
     """The Temporal Schedule of a schedule trigger, and its fingerprint.
 
     Scheduled runs get the workflow id ``<slug>-scheduled`` (Temporal appends the firing time),
     the same search attributes as any run, and a memo naming the trigger.
     """
-    run_input = tideflow.run_input(definition, trigger.inputs)
+    run_input = tideflow.run_input(definition, trigger.inputs, default_retry=default_retry)
     fingerprint = _digest(
         json.dumps(
             {
@@ -312,6 +364,8 @@ def build_schedule(
                 "every": trigger.every,
                 "timezone": trigger.timezone,
                 "task_queue": task_queue,
+                # Only when set: schedules made before priorities existed stay unchanged.
+                **({"priority": definition.priority} if definition.priority else {}),
             },
             sort_keys=True,
             default=str,
@@ -342,6 +396,7 @@ def build_schedule(
         static_summary=(
             f"{definition.display_name} {definition.display_version} (schedule)".replace("  ", " ")
         ),
+        priority=task_priority(definition.priority),
     )
     schedule = Schedule(
         action=action,
@@ -431,7 +486,9 @@ async def sync_schedules(
                 detail = "; ".join(str(p) for p in entry.trigger_problems[index])
                 changes.append(ScheduleChange(sid, "kept", entry.slug, detail))
                 continue
-            schedule, fingerprint = build_schedule(definition, index, trigger, task_queue=queue)
+            schedule, fingerprint = build_schedule(
+                definition, index, trigger, task_queue=queue, default_retry=client.default_retry
+            )
             try:
                 action = await _ensure_schedule(client, sid, schedule, fingerprint)
             except RPCError as e:
@@ -623,8 +680,11 @@ class DocumentWatcher:
         """``<slug>-doc-<hash of location and version>``: the idempotency key of a document."""
         return f"{self.entry.slug}-doc-{_digest(item.location, item.version)}"
 
-    async def poll(self, client: TideflowClient, task_queue: str) -> list[StartedRun]:
+    async def poll(
+        self, client: TideflowClient, task_queue: str, start: StartOnce | None = None
+    ) -> list[StartedRun]:
         """Start a run for each new, complete file that passes the filter."""
+        start = start or _start_once
         found = await asyncio.to_thread(self._list)
         started: list[StartedRun] = []
         for item in self.ready(found, time.time()):
@@ -635,7 +695,7 @@ class DocumentWatcher:
                 continue
             inputs = {**self.trigger.inputs, self.trigger.input: item.location}
             try:
-                run = await _start_once(
+                run = await start(
                     client,
                     self.definition,
                     inputs,
@@ -687,8 +747,10 @@ class TriggerRunner:
         poll_seconds: float = 2.0,
         settle_seconds: float = 1.0,
         ledger: bool = True,
+        start: StartOnce | None = None,
     ) -> None:
         self.catalog = catalog
+        self.start = start
         self._client = client
         self.settings = settings or WorkerSettings.from_env()
         self.poll_seconds = poll_seconds
@@ -755,7 +817,7 @@ class TriggerRunner:
                         )
         for watcher in list(self._watchers.values()):
             try:
-                result.started.extend(await watcher.poll(client, self.task_queue))
+                result.started.extend(await watcher.poll(client, self.task_queue, self.start))
             except Exception as e:  # a missing bucket, a permission problem: the others go on
                 result.errors.append(f"{watcher.entry.slug} ({watcher.source}): {_reason(e)}")
         self._log_errors(result.errors)
@@ -818,16 +880,19 @@ __all__ = [
     "EVENT_INPUT",
     "SCHEDULE_PREFIX",
     "DocumentWatcher",
+    "EventStart",
     "EventStarts",
     "PollResult",
     "RefusedStart",
     "ScheduleChange",
+    "StartOnce",
     "StartedRun",
     "TriggerRunner",
     "build_schedule",
     "check_triggers",
     "describe_filter",
     "event_inputs",
+    "event_starts",
     "guess_mime",
     "matches_filter",
     "new_catalog",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from starter.api.routers import control, definitions, events, health, runs, uploads
+from starter.api.routers import control, definitions, events, health, outbox, runs, uploads
 
 ALL: tuple[APIRouter, ...] = (
     health.router,
@@ -13,5 +13,6 @@ ALL: tuple[APIRouter, ...] = (
     uploads.router,
     control.router,
     events.router,
+    outbox.router,
 )
 """Every router, in the order the OpenAPI document lists them."""
