@@ -1,0 +1,360 @@
+"""The durable start outbox: starts accepted while Temporal is down are kept (in SQLite or
+PostgreSQL), survive a SIGKILL of the API, and are delivered in order, exactly once; a
+definition's ``concurrency.max_runs`` holds further starts in the outbox."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from sqlalchemy import create_engine, text
+
+from activities import WorkerSettings
+from starter import client as starter_client
+from starter.api import create_app
+from starter.client import TideflowClient
+from starter.outbox import Deliverer, NewEntry, Outbox, StartOutbox
+from starter.server import DevServer, free_port
+from tests import testing_node_types as probes
+from tests.polling import eventually
+from tests.servers.tideflow_worker import Tideflow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _yaml(text: str) -> str:
+    return textwrap.dedent(text).strip() + "\n"
+
+
+# --- the table, on SQLite and on PostgreSQL ------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh control-plane store: SQLite in a folder, or a new database on the real server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'control.db'}"
+        return
+    server: str = request.getfixturevalue("postgres_url")
+    name = f"outbox_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    yield server.rsplit("/", 1)[0] + f"/{name}"
+    from starter.store import close_stores
+
+    close_stores()
+    with admin.connect() as connection:
+        connection.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+def test_entries_keep_their_order_their_key_and_what_became_of_them(store_url: str) -> None:
+    outbox = Outbox(store_url)
+    first, new = outbox.accept("start", {"n": 1}, source="api", definition="a", workflow_id="a-1")
+    assert new and first.status == "pending" and first.attempts == 0
+    keyed, _ = outbox.accept(
+        "start", {"n": 2}, source="api", definition="b", dedupe="start:k", fingerprint="f1"
+    )
+    again, new_again = outbox.accept(
+        "start", {"n": 3}, source="api", definition="b", dedupe="start:k", fingerprint="f2"
+    )
+    assert (again.id, new_again, again.fingerprint) == (keyed.id, False, "f1")
+    event = NewEntry("event", {"name": "e"}, "event", entry_id="ob-event")
+    child = NewEntry("start", {"n": 4}, "event", definition="c", parent="ob-event")
+    outbox.accept_many([event, child])
+    assert [e.request.get("n") for e in outbox.open_entries()] == [1, 2, None, 4]
+    assert [c.request for c in outbox.children("ob-event")] == [{"n": 4}]
+
+    outbox.unreachable("cannot reach Temporal")
+    assert {e.error for e in outbox.open_entries()} == {"cannot reach Temporal"}
+    assert outbox.backlog().pending == 4
+    assert outbox.attempt(first.id) == 1
+    outbox.delivered(first.id, run_id="r1", result={"new": True})
+    outbox.waiting(keyed.id, "waiting for a run slot: 2 of 2 runs open")
+    outbox.failed("ob-event", "refused", status=422)
+    done = {e.id: e for e in outbox.entries(include_done=True)}
+    assert (done[first.id].status, done[first.id].run_id, done[first.id].error) == (
+        "delivered",
+        "r1",
+        None,
+    )
+    assert done[keyed.id].status == "waiting"
+    assert (done["ob-event"].status, done["ob-event"].result) == ("failed", {"status": 422})
+    assert [e.id for e in outbox.entries()] == [keyed.id, outbox.children("ob-event")[0].id]
+    assert [e.id for e in outbox.delivered_open_runs("a")] == [first.id]
+    outbox.closed(first.id)
+    assert outbox.delivered_open_runs("a") == []
+
+
+# --- exactly once -------------------------------------------------------------------------------
+
+ONE_NODE = """
+name: outbox-once
+tasks:
+  - id: only
+    type: test.echo
+    config: {value: 1}
+"""
+
+
+async def test_a_delivery_retried_after_a_crash_starts_no_second_run(
+    tideflow: Tideflow, tmp_path: Path
+) -> None:
+    client = TideflowClient(tideflow.client, task_queue=tideflow.task_queue)
+
+    async def connected() -> TideflowClient:
+        return client
+
+    settings = WorkerSettings(home=tmp_path, task_queue=tideflow.task_queue)
+    outbox = Outbox.of(settings)
+    starts = StartOutbox(outbox, Deliverer(outbox, connected), settings)
+    accepted = await starts.start(tideflow.load(ONE_NODE), {}, source="test", wait=10)
+    first = accepted.entry
+    assert first.status == "delivered" and first.run_id
+    report = await starter_client.result(tideflow.client, first.workflow_id or "")
+    assert report.status == "completed"
+    # The process died after Temporal took the start but before the outbox recorded it.
+    outbox._set(first.id, status="pending", run_id=None, delivered_at=None)
+    await starts.deliverer.deliver()
+    again = outbox.get(first.id)
+    assert again is not None
+    assert (again.status, again.run_id, again.attempts) == ("delivered", first.run_id, 2)
+    runs = [w async for w in tideflow.client.list_workflows(f'WorkflowId="{first.workflow_id}"')]
+    assert len(runs) == 1
+    assert probes.CALLS[first.workflow_id or ""] == ["only"]
+
+
+# --- Temporal down, the API killed --------------------------------------------------------------
+
+INTAKE = """
+name: Outbox Intake
+inputs:
+  document: {type: string, required: true}
+triggers:
+  - type: document_upload
+    filter: {mime_types: [application/pdf]}
+vars: {seen: ""}
+tasks:
+  - id: note
+    type: set
+    config: {seen: "${{ inputs.document }}"}
+outputs:
+  seen: ${{ vars.seen }}
+"""
+
+LISTENER = """
+name: Outbox Listener
+inputs:
+  event: {type: object, required: true}
+triggers:
+  - type: event
+    name: outbox.order.created
+vars: {order: 0}
+tasks:
+  - id: note
+    type: set
+    config: {order: "${{ inputs.event.order }}"}
+outputs:
+  order: ${{ vars.order }}
+"""
+
+
+class _Api:
+    """``tideflow api`` as a real process."""
+
+    def __init__(self, definitions: Path, home: Path, address: str, queue: str) -> None:
+        self.port = free_port()
+        self.env = dict(
+            os.environ,
+            TEMPORAL_ADDRESS=address,
+            TIDEFLOW_HOME=str(home),
+            TIDEFLOW_TASK_QUEUE=queue,
+            PYTHONPATH=str(ROOT),
+        )
+        self.args = [
+            sys.executable,
+            "-m",
+            "starter.cli",
+            "api",
+            "--definitions",
+            str(definitions),
+            "--port",
+            str(self.port),
+            "--no-triggers",
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen(
+            self.args, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        async with httpx.AsyncClient() as http:
+
+            async def up() -> bool:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    assert self.process.stderr is not None
+                    pytest.fail(f"tideflow api exited: {self.process.stderr.read().decode()}")
+                try:
+                    await http.get(f"{self.url}/definitions", timeout=2)
+                except httpx.HTTPError:
+                    return False
+                return True
+
+            await eventually(up, what="tideflow api answers")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+
+@pytest_asyncio.fixture
+async def deployment(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    """A dev server of its own (SQLite on disk), a worker, and ``tideflow api`` processes."""
+    from starter.server import ensure_search_attributes
+    from worker import running_worker
+
+    definitions = tmp_path / "definitions"
+    definitions.mkdir()
+    (definitions / "intake.yaml").write_text(_yaml(INTAKE))
+    (definitions / "listener.yaml").write_text(_yaml(LISTENER))
+    server = DevServer(data_dir=tmp_path / "server", port=free_port(), headless=True)
+    server.start()
+    queue = f"outbox-{uuid.uuid4().hex[:6]}"
+    apis: list[_Api] = []
+    try:
+        temporal = await starter_client.connect(server.address)
+        await ensure_search_attributes(temporal)
+        settings = WorkerSettings(home=tmp_path / "worker", task_queue=queue)
+        async with running_worker(temporal, settings):
+
+            def api() -> _Api:
+                apis.append(_Api(definitions, tmp_path / "api-home", server.address, queue))
+                return apis[-1]
+
+            yield {"server": server, "temporal": temporal, "api": api}
+    finally:
+        for process in apis:
+            process.kill()
+        server.stop()
+
+
+async def test_starts_accepted_while_temporal_is_down_survive_a_killed_api(
+    deployment: dict[str, Any],
+) -> None:
+    server: DevServer = deployment["server"]
+    api = deployment["api"]()
+    await api.start()
+    server.stop()  # Temporal is down from here on
+
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+        uploaded = await http.post(
+            "/definitions/outbox-intake/documents",
+            files={"file": ("scan.pdf", b"%PDF-1.4 scan", "application/pdf")},
+        )
+        emitted = await http.post("/events/outbox.order.created", json={"payload": {"order": 7}})
+        assert uploaded.status_code == 202, uploaded.text
+        assert emitted.status_code == 202, emitted.text
+        upload = uploaded.json()
+        assert upload["status"] == "pending" and Path(upload["document"]).is_file()
+        pending = emitted.json()["pending"]
+        assert [p["kind"] for p in pending] == ["event", "start"]
+        assert pending[1]["definition"] == "outbox-listener"
+        listed = (await http.get("/outbox")).json()
+        assert [e["id"] for e in listed] == [upload["pending"], *(p["pending"] for p in pending)]
+
+    api.kill()  # SIGKILL between accepting and delivering
+    server.start()  # the same SQLite file and port
+    restarted = deployment["api"]()
+    await restarted.start()
+
+    temporal = deployment["temporal"]
+
+    async def runs_of(slug: str) -> list[Any]:
+        query = f'TideflowDefinition="{slug}"'
+        return [w async for w in temporal.list_workflows(query)]
+
+    intake = await eventually(lambda: runs_of("outbox-intake"), what="the upload's run")
+    listener = await eventually(lambda: runs_of("outbox-listener"), what="the event's run")
+    assert [w.id for w in intake] == [upload["workflow_id"]]
+    assert [w.id for w in listener] == [pending[1]["workflow_id"]]
+    report = await starter_client.result(temporal, upload["workflow_id"])
+    assert report.outputs == {"seen": upload["document"]}
+    listened = await starter_client.result(temporal, pending[1]["workflow_id"])
+    assert listened.outputs == {"order": 7}
+
+    async with httpx.AsyncClient(base_url=restarted.url, timeout=30) as http:
+        entries = (await http.get("/outbox", params={"all": "true"})).json()
+        assert [e["status"] for e in entries] == ["delivered"] * 3
+        assert (await http.get("/outbox")).json() == []
+        health = (await http.get("/health")).json()
+        assert health["outbox"]["pending"] == 0
+    # Exactly one run each, also once every delivery is done.
+    assert len(await runs_of("outbox-intake")) == len(await runs_of("outbox-listener")) == 1
+
+
+# --- concurrency limits -------------------------------------------------------------------------
+
+LIMITED = """
+name: Outbox Limited
+concurrency: {max_runs: 2}
+tasks:
+  - id: work
+    type: test.sleep
+    config: {seconds: 1.0, group: GROUP}
+"""
+
+
+async def test_a_definition_with_max_runs_2_started_five_times_runs_two_at_once(
+    tideflow: Tideflow, tmp_path: Path
+) -> None:
+    group = f"limited-{uuid.uuid4().hex[:6]}"
+    definitions = tmp_path / "definitions"
+    definitions.mkdir()
+    (definitions / "limited.yaml").write_text(_yaml(LIMITED.replace("GROUP", group)))
+    settings = WorkerSettings(home=tmp_path, task_queue=tideflow.task_queue)
+    app = create_app(definitions, client=tideflow.client, settings=settings, triggers=False)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://tideflow.test") as http,
+    ):
+        answers = [await http.post("/definitions/outbox-limited/runs", json={}) for _ in range(5)]
+        assert {a.status_code for a in answers} <= {201, 202}
+        held = [a.json() for a in answers if a.status_code == 202]
+        assert held, "every start was delivered at once: the limit held nothing back"
+        entry = (await http.get(held[-1]["status_url"])).json()
+        assert entry["status"] == "waiting"
+        assert entry["error"] == "waiting for a run slot: 2 of 2 runs open"
+        ids = [a.json()["workflow_id"] for a in answers]
+
+        async def all_completed() -> bool:
+            for workflow_id in ids:
+                described = await tideflow.client.get_workflow_handle(workflow_id).describe()
+                if described.status is None or described.status.name != "COMPLETED":
+                    return False
+            return True
+
+        async def completed() -> bool:
+            try:
+                return await all_completed()
+            except Exception:  # not delivered yet
+                return False
+
+        await eventually(completed, what="the five runs completed", timeout=90)
+    assert probes.MAX_IN_FLIGHT[("group", group)] == 2
+    assert probes.IN_FLIGHT[("group", group)] == 0
