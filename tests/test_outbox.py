@@ -4,6 +4,8 @@ definition's ``concurrency.max_runs`` holds further starts in the outbox."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +30,7 @@ from starter.server import DevServer, free_port
 from tests import testing_node_types as probes
 from tests.polling import eventually
 from tests.servers.tideflow_worker import Tideflow
+from tests.servers.webhook import WebhookServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -358,3 +361,100 @@ async def test_a_definition_with_max_runs_2_started_five_times_runs_two_at_once(
         await eventually(completed, what="the five runs completed", timeout=90)
     assert probes.MAX_IN_FLIGHT[("group", group)] == 2
     assert probes.IN_FLIGHT[("group", group)] == 0
+
+
+# --- the backlog's alert ---------------------------------------------------------------------
+
+SIMPLE = """
+name: Outbox Simple
+tasks:
+  - id: only
+    type: set
+    config: {}
+"""
+
+
+async def test_a_backlog_past_its_bounds_alerts_once_through_the_notify_family(
+    webhook_server: WebhookServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")  # nothing listens
+    definitions = tmp_path / "definitions"
+    definitions.mkdir()
+    (definitions / "simple.yaml").write_text(_yaml(SIMPLE))
+    alert = {"type": "notify.webhook", "config": {"url": webhook_server.url("/alert")}}
+    settings = WorkerSettings.model_validate(
+        {
+            "home": str(tmp_path / "home"),
+            "allow_private_networks": True,  # the webhook listens on 127.0.0.1
+            "outbox": {"max_pending": 1, "wait_seconds": 0, "alert": alert},
+        }
+    )
+    app = create_app(definitions, settings=settings, triggers=False)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://tideflow.test") as http,
+    ):
+        for _ in range(3):
+            answer = await http.post("/definitions/outbox-simple/runs", json={})
+            assert answer.status_code == 202, answer.text
+        await eventually(lambda: webhook_server.requests_to("/alert"), what="the alert")
+        health = await http.get("/health")
+        assert health.status_code == 503
+        body = health.json()
+        assert body["outbox"]["pending"] == 3 and body["outbox"]["alerting"] is True
+        outbox_check = body["checks"]["outbox"]
+        assert outbox_check.startswith("fail: 3 start(s) waiting, oldest ")
+        assert outbox_check.endswith(" s: more than 1 waiting")
+    sent = webhook_server.requests_to("/alert")
+    assert len(sent) == 1  # once when the backlog crossed its bound, not on every pass
+    payload = sent[0].json()
+    assert payload["alert"] == "outbox_backlog" and payload["pending"] >= 2
+    assert payload["message"].startswith("Tideflow start outbox: ")
+
+
+# --- tideflow start --queue and tideflow outbox ---------------------------------------------
+
+
+async def test_start_queue_keeps_a_start_until_the_outbox_delivers_it(
+    tideflow: Tideflow, tmp_path: Path
+) -> None:
+    definition = tmp_path / "simple.yaml"
+    definition.write_text(_yaml(SIMPLE))
+    env = {
+        "TIDEFLOW_HOME": str(tmp_path / "home"),
+        "TIDEFLOW_TASK_QUEUE": tideflow.task_queue,
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",  # down, for now
+    }
+    queued = await _cli(env, "start", "--queue", str(definition))
+    assert queued.returncode == 0, queued.stderr
+    workflow_id = queued.stdout.strip()
+    assert workflow_id.startswith("outbox-simple-")
+    assert "queued in the outbox as ob-" in queued.stderr
+    listed = await _cli(env, "outbox", "--json")
+    entries = json.loads(listed.stdout)
+    assert [(e["workflow_id"], e["status"], e["source"]) for e in entries] == [
+        (workflow_id, "pending", "cli")
+    ]
+    assert entries[0]["error"].startswith("cannot reach Temporal at 127.0.0.1:")
+
+    delivered = await _cli({**env, "TEMPORAL_ADDRESS": tideflow.address}, "outbox", "--deliver")
+    assert delivered.returncode == 0, delivered.stderr
+    assert "outbox: 1 delivered" in delivered.stderr
+    assert delivered.stdout.strip() == "the outbox is empty: nothing waits for Temporal"
+    report = await starter_client.result(tideflow.client, workflow_id)
+    assert report.status == "completed"
+
+
+async def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``tideflow`` command line in a process of its own (this loop keeps running: the
+    session's worker polls in this process)."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "starter.cli", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
