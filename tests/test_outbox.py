@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -458,3 +459,57 @@ async def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[s
         text=True,
         timeout=120,
     )
+
+
+# --- watched folders through the outbox -----------------------------------------------------
+
+WATCHED = """
+name: Outbox Watched
+inputs:
+  document: {type: string, required: true}
+triggers:
+  - type: document_upload
+    path: inbox
+    filter: {mime_types: [application/pdf]}
+tasks:
+  - id: only
+    type: set
+    config: {}
+"""
+
+
+async def test_a_watched_file_starts_its_run_through_the_outbox_once(
+    tideflow: Tideflow, tmp_path: Path
+) -> None:
+    from starter.triggers import TriggerRunner, new_catalog
+
+    folder = tmp_path / "definitions"
+    (folder / "inbox").mkdir(parents=True)
+    (folder / "watched.yaml").write_text(_yaml(WATCHED))
+    document = folder / "inbox" / "scan.pdf"
+    document.write_bytes(b"%PDF-1.4\n")
+    os.utime(document, (time.time() - 3600, time.time() - 3600))
+    client = TideflowClient(tideflow.client, task_queue=tideflow.task_queue)
+
+    async def connected() -> TideflowClient:
+        return client
+
+    settings = WorkerSettings(home=tmp_path / "home", task_queue=tideflow.task_queue)
+    outbox = Outbox.of(settings)
+    starts = StartOutbox(outbox, Deliverer(outbox, connected), settings)
+    runner = TriggerRunner(
+        new_catalog(folder), connected, settings=settings, start=starts.start_once, ledger=False
+    )
+    first = await runner.poll_once()
+    assert [(r.definition, r.new) for r in first.started] == [("outbox-watched", True)]
+    (entry,) = outbox.entries()
+    assert (entry.source, entry.workflow_id) == ("trigger", first.started[0].workflow_id)
+    await starts.deliverer.deliver()
+    report = await starter_client.result(tideflow.client, first.started[0].workflow_id)
+    assert report.status == "completed"
+    # Without a ledger, the outbox itself knows the file: no second entry, no second run.
+    again = await TriggerRunner(
+        new_catalog(folder), connected, settings=settings, start=starts.start_once, ledger=False
+    ).poll_once()
+    assert [(r.workflow_id, r.new) for r in again.started] == [(entry.workflow_id, False)]
+    assert [e.id for e in outbox.entries(include_done=True)] == [entry.id]
