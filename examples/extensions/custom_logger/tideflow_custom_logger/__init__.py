@@ -5,7 +5,7 @@ Enable it in the worker configuration (seed 003's form or the native one)::
     extensions:
       - name: custom_logger
         enabled: true
-        options: {path: /var/log/tideflow/events.jsonl}   # default <TIDEFLOW_HOME>/custom_logger.jsonl
+        options: {path: /var/log/tideflow/events.jsonl}  # default: <home>/custom_logger.jsonl
 
 Each line is the event as Tideflow hands it (``event``, ``workflow_id``, ``run_id``,
 ``definition``, ``version``, ``slug``, ``node``, ``type``, ``status``, ``attempts``, ``error``,
