@@ -9,11 +9,13 @@ import os
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from temporalio.api.enums.v1 import EventType, RateLimitSource, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -276,11 +278,37 @@ tasks:
 """
 
 
+@pytest_asyncio.fixture
+async def one_partition() -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server whose task queues have one partition: Temporal orders tasks by priority
+    within a partition, and a queue's tasks spread over four by default."""
+    from starter.client import data_converter
+    from starter.server import SEARCH_ATTRIBUTES
+    from tests.servers.temporal import temporal_cli_path
+
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli_path(),
+        search_attributes=list(SEARCH_ATTRIBUTES),
+        data_converter=data_converter(),
+        dev_server_extra_args=[
+            "--dynamic-config-value",
+            "matching.numTaskqueueReadPartitions=1",
+            "--dynamic-config-value",
+            "matching.numTaskqueueWritePartitions=1",
+        ],
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
 async def test_runs_waiting_for_a_worker_start_in_priority_order(
-    temporal_env: WorkflowEnvironment, tmp_path: Path
+    one_partition: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     from worker import running_worker
 
+    temporal_env = one_partition
     queue = f"engine-{uuid.uuid4().hex[:6]}"
     settings = WorkerSettings(
         home=tmp_path,
@@ -296,13 +324,31 @@ async def test_runs_waiting_for_a_worker_start_in_priority_order(
     middle = await client.start(definition, priority=2)
     described = await high.describe()
     assert described.raw_description.workflow_execution_info.priority.priority_key == 1
+
+    async def backlog() -> dict[int, int]:
+        stats = await temporal_env.client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=temporal_env.client.namespace,
+                task_queue=TaskQueue(name=queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                report_stats=True,
+            )
+        )
+        counts = {k: v.approximate_backlog_count for k, v in stats.stats_by_priority_key.items()}
+        return {key: count for key, count in counts.items() if count}
+
+    # Temporal adds a run's first task to its queue a moment after the start returns: all three
+    # must wait there before a worker comes, or the first to arrive would be the first served.
+    await eventually(backlog, lambda b: b == {1: 1, 2: 1, 4: 1}, "the three tasks queued")
     async with running_worker(temporal_env.client, settings):
         for run in (low, high, middle):
             assert (await run.report()).status == "completed"
     # The worker (one workflow task slot) took their first workflow tasks by priority; the
     # server's clock says when (their nodes' activities may be dispatched eagerly, in any order).
     started = {run.id: await _first_task_started(run) for run in (low, high, middle)}
-    assert sorted(started, key=started.__getitem__) == [high.id, middle.id, low.id]
+    names = {high.id: "high", middle.id: "middle", low.id: "low"}
+    seen = {names[k]: v for k, v in started.items()}
+    assert sorted(started, key=started.__getitem__) == [high.id, middle.id, low.id], seen
 
 
 async def _first_task_started(run: Any) -> float:
