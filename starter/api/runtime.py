@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -65,6 +65,14 @@ class TemporalConnection:
 
 
 @dataclass
+class CachedChecks:
+    """The doctor's report ``/health`` reuses for a few seconds, and when it was made."""
+
+    report: Any = None
+    made_at: float = 0.0
+
+
+@dataclass
 class Runtime:
     """The app's state, shared by every request."""
 
@@ -76,6 +84,8 @@ class Runtime:
     outbox: StartOutbox
     """Where every start goes first (delivered to Temporal by its deliverer)."""
     alerts: BacklogAlerts
+    checks: CachedChecks = field(default_factory=lambda: CachedChecks())
+    """``/health``'s latest deployment checks."""
 
     def entry(self, slug: str) -> Entry:
         """The catalog entry of ``slug`` (404 when the folder has none)."""

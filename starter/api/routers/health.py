@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import timedelta
 
@@ -21,9 +20,6 @@ router = APIRouter(tags=["api"])
 CHECKS_TTL = 15.0
 """Seconds the deployment checks are reused: a health probe every second must not open a
 connection to every database each time."""
-
-_cache: dict[int, tuple[float, Report]] = {}
-_lock = asyncio.Lock()
 
 
 @router.get(
@@ -66,15 +62,14 @@ async def health(runtime: RuntimeParam) -> JSONResponse:
 
 
 async def _checks(runtime: Runtime, client: object) -> Report:
-    key = id(runtime)
-    async with _lock:
-        cached = _cache.get(key)
-        if cached is not None and time.monotonic() - cached[0] < CHECKS_TTL and client:
-            return cached[1]
-        runtime.catalog.refresh()
-        subject = subject_of(
-            runtime.settings, runtime.catalog, client=client, outbox=runtime.outbox.outbox
-        )
-        report = await diagnose(subject, clock=False)
-        _cache[key] = (time.monotonic(), report)
+    cached = runtime.checks
+    if cached.report is not None and client and time.monotonic() - cached.made_at < CHECKS_TTL:
+        report: Report = cached.report
         return report
+    runtime.catalog.refresh()
+    subject = subject_of(
+        runtime.settings, runtime.catalog, client=client, outbox=runtime.outbox.outbox
+    )
+    report = await diagnose(subject, clock=False)
+    cached.report, cached.made_at = report, time.monotonic()
+    return report
