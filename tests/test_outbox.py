@@ -101,6 +101,21 @@ def test_entries_keep_their_order_their_key_and_what_became_of_them(store_url: s
     assert outbox.delivered_open_runs("a") == []
 
 
+def test_one_key_accepted_at_once_by_several_writers_is_one_entry(store_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    outbox = Outbox(store_url)
+
+    def accept(n: int) -> tuple[str, bool]:
+        entry, new = outbox.accept("start", {"n": n}, source="api", dedupe="start:same")
+        return entry.id, new
+
+    with ThreadPoolExecutor(8) as pool:
+        accepted = list(pool.map(accept, range(8)))
+    assert len({entry_id for entry_id, _ in accepted}) == 1
+    assert sum(new for _, new in accepted) == 1
+
+
 # --- exactly once -------------------------------------------------------------------------------
 
 ONE_NODE = """

@@ -176,6 +176,16 @@ class Outbox:
     def accept_many(self, rows: list[NewEntry]) -> list[tuple[Entry, bool]]:
         """Write several entries in one transaction, in order (an event and the starts it
         makes): each ``(entry, new)`` as :meth:`accept`."""
+        for attempt in range(3):
+            try:
+                return self._accept_many(rows)
+            except IntegrityError:
+                # Another process accepted one of the keys meanwhile: the next attempt finds it.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _accept_many(self, rows: list[NewEntry]) -> list[tuple[Entry, bool]]:
         now = time.time()
         out: list[tuple[Entry, bool]] = []
         with self.engine.begin() as connection:
@@ -187,34 +197,26 @@ class Outbox:
                     if earlier is not None:
                         out.append((_entry(earlier), False))
                         continue
-                values = {
-                    "id": row.entry_id or new_entry_id(),
-                    "kind": row.kind,
-                    "source": row.source,
-                    "definition": row.definition,
-                    "workflow_id": row.workflow_id,
-                    "dedupe": row.dedupe,
-                    "fingerprint": row.fingerprint,
-                    "parent": row.parent,
-                    "request": json.dumps(row.request, sort_keys=True, default=str),
-                    "status": "pending",
-                    "attempts": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                try:
-                    with connection.begin_nested():
-                        connection.execute(insert(outbox_table).values(**values))
-                except IntegrityError:  # accepted meanwhile by another process
-                    earlier = connection.execute(
-                        select(outbox_table).where(outbox_table.c.dedupe == row.dedupe)
-                    ).first()
-                    if earlier is None:
-                        raise
-                    out.append((_entry(earlier), False))
-                    continue
+                entry_id = row.entry_id or new_entry_id()
+                connection.execute(
+                    insert(outbox_table).values(
+                        id=entry_id,
+                        kind=row.kind,
+                        source=row.source,
+                        definition=row.definition,
+                        workflow_id=row.workflow_id,
+                        dedupe=row.dedupe,
+                        fingerprint=row.fingerprint,
+                        parent=row.parent,
+                        request=json.dumps(row.request, sort_keys=True, default=str),
+                        status="pending",
+                        attempts=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
                 inserted = connection.execute(
-                    select(outbox_table).where(outbox_table.c.id == values["id"])
+                    select(outbox_table).where(outbox_table.c.id == entry_id)
                 ).one()
                 out.append((_entry(inserted), True))
         return out
