@@ -81,6 +81,7 @@ class Deliverer:
         self._lock = asyncio.Lock()
         self._begun = 0
         self._finished = 0
+        self._looping = False
 
     # -- passes ---------------------------------------------------------------------------------
 
@@ -201,7 +202,11 @@ class Deliverer:
     async def settle(self, entry_ids: list[str], timeout: float) -> list[Entry]:
         """Wake the deliverer and wait (at most ``timeout`` seconds) until each entry is
         delivered, failed or waiting for a slot, or Temporal is found unreachable; return the
-        entries as they are then."""
+        entries as they are then. Without a :meth:`run` loop (a command), one pass is made
+        here."""
+        if not self._looping:
+            await self.deliver()
+            return await asyncio.to_thread(self._entries, entry_ids)
         wanted = self._begun + 1  # the first pass to begin from now on sees the entries
         self.wake()
         loop = asyncio.get_running_loop()
@@ -229,6 +234,13 @@ class Deliverer:
         """Make passes until ``stop`` is set: at once when woken, else every ``poll_seconds``
         (backing off to 5 s while Temporal is unreachable)."""
         stop = stop or asyncio.Event()
+        self._looping = True
+        try:
+            await self._loop(stop)
+        finally:
+            self._looping = False
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         idle = self.poll_seconds
         while not stop.is_set():
             self._wake.clear()
