@@ -350,6 +350,13 @@ class ErrorHandling(_Model):
     on_error: OnError | None = None
 
 
+class ConcurrencyLimit(_Model):
+    """How many runs of a definition may run at once; further starts wait in the start outbox
+    until one ends."""
+
+    max_runs: int = Field(ge=1)
+
+
 class Metadata(BaseModel):
     """Designer exports' metadata; ``name`` and ``id`` stand in for name and version."""
 
@@ -416,6 +423,9 @@ class Definition(_Model):
             self.vars = {v.name: v.default for v in self.variables}
             self.variables = None
         return self
+    concurrency: ConcurrencyLimit | None = None
+    priority: int | None = Field(default=None, ge=1, le=5)
+    """Temporal task priority of the run and its nodes: 1 first, 5 last (default 3)."""
 
     @model_validator(mode="after")
     def _one_spelling(self) -> Definition:

@@ -23,6 +23,7 @@ from starter.api.parsing import DefinitionParser
 from starter.api.routers.docs import install_docs
 from starter.api.runtime import Runtime, TemporalConnection
 from starter.client import TideflowClient
+from starter.outbox import BacklogAlerts, Deliverer, Outbox, StartOutbox
 from starter.triggers import TriggerRunner, new_catalog
 
 log = logging.getLogger("tideflow.api")
@@ -51,13 +52,21 @@ def create_app(
     if max_upload_bytes is not None:
         limits = replace(limits, max_upload_bytes=max_upload_bytes)
     if isinstance(client, Client):
-        client = TideflowClient(client, task_queue=settings.task_queue)
+        client = TideflowClient(
+            client, task_queue=settings.task_queue, default_retry=settings.default_retry
+        )
+    connection = TemporalConnection(client, settings)
+    outbox = Outbox.of(settings)
+    alerts = BacklogAlerts(outbox, settings)
+    deliverer = Deliverer(outbox, connection.get, alerts=alerts)
     runtime = Runtime(
         catalog=catalog or new_catalog(definitions_dir(definitions)),
         settings=settings,
-        client=TemporalConnection(client, settings),
+        client=connection,
         limits=limits,
         parser=DefinitionParser(limits.parse),
+        outbox=StartOutbox(outbox, deliverer, settings),
+        alerts=alerts,
     )
 
     @asynccontextmanager
@@ -70,20 +79,22 @@ def create_app(
             runtime.parser.warm() if warm_parser else asyncio.sleep(0), name="tideflow-api-parser"
         )
         stop = asyncio.Event()
-        task: asyncio.Task[None] | None = None
+        # Starts accepted before a crash, or while Temporal was down, are delivered first.
+        tasks = [asyncio.create_task(deliverer.run(stop), name="tideflow-outbox")]
         if triggers:
             runner = TriggerRunner(
                 runtime.catalog,
                 runtime.client.get,
                 settings=settings,
                 poll_seconds=poll_seconds,
+                start=runtime.outbox.start_once,
             )
-            task = asyncio.create_task(runner.run(stop), name="tideflow-triggers")
+            tasks.append(asyncio.create_task(runner.run(stop), name="tideflow-triggers"))
         try:
             yield
         finally:
             stop.set()
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task

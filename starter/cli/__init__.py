@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "servers",
     "upgrade",
     "operations",
+    "deployment",
 )
 """The command modules of this package (each with ``register(commands)``), in the order their
 commands are listed by ``tideflow --help``."""

@@ -60,13 +60,15 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 async def _compile(args: argparse.Namespace) -> int:
+    from activities import WorkerSettings
     from starter import client
 
     definition = load_definition(args.file)
     given = inputs(args)
     check_inputs(definition, given)
     given = await local_inputs(args, given, None)
-    print_json(client.run_input(definition, given))
+    default_retry = WorkerSettings.from_env().default_retry
+    print_json(client.run_input(definition, given, default_retry=default_retry))
     return EXIT_OK
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -166,8 +165,7 @@ def _server(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     import worker
 
-    asyncio.run(worker.main())
-    return EXIT_OK
+    return worker.run_main()
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -177,12 +175,11 @@ def _dev(args: argparse.Namespace) -> int:
     _start_server(server)
     os.environ["TEMPORAL_ADDRESS"] = server.address
     try:
-        asyncio.run(worker.main(development=True))
+        return worker.run_main(development=True)
     except KeyboardInterrupt:
-        pass
+        return EXIT_OK
     finally:
         server.stop()
-    return EXIT_OK
 
 
 async def _demo(args: argparse.Namespace) -> int:

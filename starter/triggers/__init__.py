@@ -20,9 +20,11 @@ from __future__ import annotations
 
 from starter.triggers.events import (
     EVENT_INPUT,
+    EventStart,
     EventStarts,
     RefusedStart,
     event_inputs,
+    event_starts,
     start_runs_for_event,
 )
 from starter.triggers.filters import check_triggers, describe_filter, guess_mime, matches_filter
@@ -34,17 +36,19 @@ from starter.triggers.schedules import (
     schedule_id,
     sync_schedules,
 )
-from starter.triggers.starting import StartedRun
+from starter.triggers.starting import StartedRun, StartOnce
 from starter.triggers.watchers import DocumentWatcher, _Found, _Ledger
 
 __all__ = [
     "EVENT_INPUT",
     "SCHEDULE_PREFIX",
     "DocumentWatcher",
+    "EventStart",
     "EventStarts",
     "PollResult",
     "RefusedStart",
     "ScheduleChange",
+    "StartOnce",
     "StartedRun",
     "TriggerRunner",
     "_Found",
@@ -53,6 +57,7 @@ __all__ = [
     "check_triggers",
     "describe_filter",
     "event_inputs",
+    "event_starts",
     "guess_mime",
     "matches_filter",
     "new_catalog",

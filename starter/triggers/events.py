@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from interpreter.inputs import InputError
+from interpreter import Definition
+from interpreter.inputs import InputError, resolve_inputs
 from interpreter.model import EventTrigger
 from starter._catalog import Catalog
 from starter.client import TideflowClient
@@ -40,6 +41,49 @@ def event_inputs(trigger: EventTrigger, payload: Any) -> dict[str, Any]:
     return inputs
 
 
+@dataclass(frozen=True)
+class EventStart:
+    """A run an event is to start: the definition, its inputs and, for an event with a key, the
+    workflow id derived from it (None: a new id)."""
+
+    slug: str
+    definition: Definition
+    inputs: dict[str, Any]
+    workflow_id: str | None
+    memo: dict[str, Any] | None = None
+
+
+def event_starts(
+    catalog: Catalog, name: str, payload: Any = None, *, key: str | None = None
+) -> tuple[list[EventStart], list[RefusedStart]]:
+    """The runs an event named ``name`` starts: one per ``event`` trigger of that name of every
+    valid definition, with the trigger's inputs and the payload (checked: a definition whose
+    inputs refuse it is in the second list). With ``key`` the workflow ids derive from it."""
+    starts: list[EventStart] = []
+    refused: list[RefusedStart] = []
+    for entry in catalog.valid():
+        definition = entry.definition
+        assert definition is not None
+        for index, trigger in enumerate(definition.triggers):
+            if not isinstance(trigger, EventTrigger) or trigger.name != name:
+                continue
+            if index in entry.trigger_problems:
+                problems = [str(p) for p in entry.trigger_problems[index]]
+                refused.append(RefusedStart(entry.slug, problems))
+                continue
+            inputs = event_inputs(trigger, payload)
+            try:
+                resolve_inputs(definition, inputs)
+            except InputError as e:
+                refused.append(RefusedStart(entry.slug, list(e.problems)))
+                continue
+            workflow_id = (
+                None if key is None else f"{entry.slug}-event-{_digest(name, key, str(index))}"
+            )
+            starts.append(EventStart(entry.slug, definition, inputs, workflow_id, entry.memo))
+    return starts, refused
+
+
 async def start_runs_for_event(
     client: TideflowClient,
     catalog: Catalog,
@@ -56,36 +100,23 @@ async def start_runs_for_event(
     in ``refused``; it does not stop the others.
     """
     queue = task_queue or client.task_queue
-    out = EventStarts()
-    for entry in catalog.valid():
-        definition = entry.definition
-        assert definition is not None
-        for index, trigger in enumerate(definition.triggers):
-            if not isinstance(trigger, EventTrigger) or trigger.name != name:
-                continue
-            if index in entry.trigger_problems:
-                problems = [str(p) for p in entry.trigger_problems[index]]
-                out.refused.append(RefusedStart(entry.slug, problems))
-                continue
-            inputs = event_inputs(trigger, payload)
-            try:
-                if key is None:
-                    handle = await client.start(
-                        definition, inputs, task_queue=queue, memo=entry.memo
-                    )
-                    run = StartedRun(entry.slug, handle.id, handle.run_id, source=f"event:{name}")
-                else:
-                    run = await _start_once(
-                        client,
-                        definition,
-                        inputs,
-                        workflow_id=f"{entry.slug}-event-{_digest(name, key, str(index))}",
-                        task_queue=queue,
-                        source=f"event:{name}",
-                        memo=entry.memo,
-                    )
-            except InputError as e:
-                out.refused.append(RefusedStart(entry.slug, list(e.problems)))
-                continue
-            out.started.append(run)
+    starts, refused = event_starts(catalog, name, payload, key=key)
+    out = EventStarts(refused=refused)
+    for start in starts:
+        if start.workflow_id is None:
+            handle = await client.start(
+                start.definition, start.inputs, task_queue=queue, memo=start.memo
+            )
+            run = StartedRun(start.slug, handle.id, handle.run_id, source=f"event:{name}")
+        else:
+            run = await _start_once(
+                client,
+                start.definition,
+                start.inputs,
+                workflow_id=start.workflow_id,
+                task_queue=queue,
+                source=f"event:{name}",
+                memo=start.memo,
+            )
+        out.started.append(run)
     return out

@@ -17,7 +17,7 @@ from starter._catalog import Catalog, Entry
 from starter.client import TideflowClient
 from starter.triggers.filters import check_triggers, describe_filter
 from starter.triggers.schedules import ScheduleChange, _describe, schedule_id, sync_schedules
-from starter.triggers.starting import StartedRun, _digest
+from starter.triggers.starting import StartedRun, StartOnce, _digest
 from starter.triggers.watchers import DocumentWatcher, _Ledger
 
 log = logging.getLogger("tideflow.triggers")
@@ -53,8 +53,11 @@ class TriggerRunner:
         poll_seconds: float = 2.0,
         settle_seconds: float = 1.0,
         ledger: bool = True,
+        start: StartOnce | None = None,
     ) -> None:
         self.catalog = catalog
+        self.start = start
+        """How file triggers start runs (the API hands its outbox's)."""
         self._client = client
         self.settings = settings or WorkerSettings.from_env()
         self.poll_seconds = poll_seconds
@@ -121,7 +124,7 @@ class TriggerRunner:
                         )
         for watcher in list(self._watchers.values()):
             try:
-                result.started.extend(await watcher.poll(client, self.task_queue))
+                result.started.extend(await watcher.poll(client, self.task_queue, self.start))
             except Exception as e:  # a missing bucket, a permission problem: the others go on
                 result.errors.append(f"{watcher.entry.slug} ({watcher.source}): {_reason(e)}")
         self._log_errors(result.errors)

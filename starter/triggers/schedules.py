@@ -22,11 +22,12 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from interpreter import Definition
-from interpreter.model import ScheduleTrigger
+from interpreter.model import RetrySpec, ScheduleTrigger
 from interpreter.workflow import WORKFLOW_NAME
 from starter import client as tideflow
 from starter._catalog import Catalog
 from starter.client import TideflowClient
+from starter.client.tideflow_client import task_priority
 from starter.triggers.starting import _digest
 
 SCHEDULE_PREFIX = "tideflow-"
@@ -81,6 +82,7 @@ def build_schedule(
     *,
     task_queue: str,
     memo: dict[str, Any] | None = None,
+    default_retry: RetrySpec | None = None,
 ) -> tuple[Schedule, str]:
     """The Temporal Schedule of a schedule trigger, and its fingerprint.
 
@@ -88,7 +90,7 @@ def build_schedule(
     the same search attributes as any run, and a memo naming the trigger (plus ``memo``: a
     deployed version names itself).
     """
-    run_input = tideflow.run_input(definition, trigger.inputs)
+    run_input = tideflow.run_input(definition, trigger.inputs, default_retry=default_retry)
     fingerprint = _digest(
         json.dumps(
             {
@@ -100,6 +102,8 @@ def build_schedule(
                 "timezone": trigger.timezone,
                 "task_queue": task_queue,
                 **({"memo": memo} if memo else {}),
+                # Only when set: schedules made before priorities existed stay unchanged.
+                **({"priority": definition.priority} if definition.priority else {}),
             },
             sort_keys=True,
             default=str,
@@ -131,6 +135,7 @@ def build_schedule(
         static_summary=(
             f"{definition.display_name} {definition.display_version} (schedule)".replace("  ", " ")
         ),
+        priority=task_priority(definition.priority),
     )
     schedule = Schedule(
         action=action,
@@ -223,7 +228,12 @@ async def sync_schedules(
                 changes.append(ScheduleChange(sid, "kept", entry.slug, detail))
                 continue
             schedule, fingerprint = build_schedule(
-                definition, index, trigger, task_queue=queue, memo=entry.memo
+                definition,
+                index,
+                trigger,
+                task_queue=queue,
+                memo=entry.memo,
+                default_retry=client.default_retry,
             )
             try:
                 action = await _ensure_schedule(client, sid, schedule, fingerprint)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -51,6 +51,23 @@ async def _start_once(
     except WorkflowAlreadyStartedError:
         return StartedRun(definition.slug, workflow_id, None, new=False, source=source)
     return StartedRun(definition.slug, run.id, run.run_id, source=source)
+
+
+class StartOnce(Protocol):
+    """How triggers start a run under a derived workflow id, at most once (:func:`_start_once`
+    by default; the API hands its outbox's, so watched files wait while Temporal is down)."""
+
+    async def __call__(
+        self,
+        client: TideflowClient,
+        definition: Definition,
+        inputs: dict[str, Any],
+        *,
+        workflow_id: str,
+        task_queue: str,
+        source: str,
+        memo: dict[str, Any] | None = None,
+    ) -> StartedRun: ...
 
 
 def _digest(*parts: str, length: int = 20) -> str:

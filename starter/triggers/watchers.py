@@ -17,7 +17,7 @@ from interpreter.model import DocumentUploadTrigger
 from starter._catalog import Entry
 from starter.client import TideflowClient
 from starter.triggers.filters import guess_mime, matches_filter
-from starter.triggers.starting import StartedRun, _digest, _start_once
+from starter.triggers.starting import StartedRun, StartOnce, _digest, _start_once
 
 log = logging.getLogger("tideflow.triggers")
 
@@ -183,8 +183,12 @@ class DocumentWatcher:
         """``<slug>-doc-<hash of location and version>``: the idempotency key of a document."""
         return f"{self.entry.slug}-doc-{_digest(item.location, item.version)}"
 
-    async def poll(self, client: TideflowClient, task_queue: str) -> list[StartedRun]:
-        """Start a run for each new, complete file that passes the filter."""
+    async def poll(
+        self, client: TideflowClient, task_queue: str, start: StartOnce | None = None
+    ) -> list[StartedRun]:
+        """Start a run for each new, complete file that passes the filter (through ``start``:
+        at most once under the file's derived id)."""
+        start = start or _start_once
         found = await asyncio.to_thread(self._list)
         started: list[StartedRun] = []
         for item in self.ready(found, time.time()):
@@ -195,7 +199,7 @@ class DocumentWatcher:
                 continue
             inputs = {**self.trigger.inputs, self.trigger.input: item.location}
             try:
-                run = await _start_once(
+                run = await start(
                     client,
                     self.definition,
                     inputs,

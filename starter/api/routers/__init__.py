@@ -10,6 +10,7 @@ from starter.api.routers import (
     definitions,
     events,
     health,
+    outbox,
     redrive,
     registry,
     runs,
@@ -31,5 +32,6 @@ ALL: tuple[APIRouter, ...] = (
     stats.router,
     ui.router,
     ui.pages,
+    outbox.router,
 )
 """Every router, in the order the OpenAPI document lists them."""
