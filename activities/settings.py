@@ -262,6 +262,7 @@ class WorkerSettings(_Section):
             return self.store_url
         self.home.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{(self.home / 'control.db').resolve()}"
+
     max_concurrent_workflow_tasks: int = Field(default=50, ge=1)
     """Workflow task slots: how many runs the worker advances at once (seed 003's
     ``max_concurrent_workflows``). Bounded so a burst of runs cannot starve the event loop."""

@@ -423,6 +423,7 @@ class Definition(_Model):
             self.vars = {v.name: v.default for v in self.variables}
             self.variables = None
         return self
+
     concurrency: ConcurrencyLimit | None = None
     priority: int | None = Field(default=None, ge=1, le=5)
     """Temporal task priority of the run and its nodes: 1 first, 5 last (default 3)."""

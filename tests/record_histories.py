@@ -422,9 +422,7 @@ async def _record_one(
     if example.drive is not None:
         await example.drive(client, workflow_id)
     report = await tideflow_client.result(client, workflow_id, handle.result_run_id)
-    executions = [
-        e async for e in client.list_workflows(f'WorkflowId STARTS_WITH "{workflow_id}"')
-    ]
+    executions = [e async for e in client.list_workflows(f'WorkflowId STARTS_WITH "{workflow_id}"')]
     executions.sort(key=lambda e: (e.id != workflow_id, e.id, e.start_time))
     paths = []
     for index, execution in enumerate(executions):
