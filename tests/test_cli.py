@@ -5,6 +5,7 @@ script calls; a child process costs seconds of imports); a few run the installed
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import json
@@ -455,7 +456,7 @@ async def test_a_server_that_is_down_is_one_line(
     assert one_line_error(run) == expected
 
 
-class _RefusingFrontend(grpc.GenericRpcHandler):
+class _RefusingFrontend(grpc.GenericRpcHandler):  # type: ignore[misc]
     """A stand-in Temporal frontend that refuses the caller's credentials: every call, or every
     call but the one ``Client.connect`` makes."""
 
@@ -738,7 +739,7 @@ async def test_reject_and_cancel_piped(cli: Cli, tideflow: Tideflow) -> None:
     rejected = await tideflow.start(OPERATED)
     cancelled = await tideflow.start(OPERATED)
     for handle in (rejected, cancelled):
-        await eventually(lambda h=handle: _state(tideflow, h.id), _waiting_and_stuck)
+        await eventually(functools.partial(_state, tideflow, handle.id), _waiting_and_stuck)
     reject = await cli("approve", rejected.id, "review", "--reject", "--comment", "no")
     cancel = await cli("cancel", cancelled.id)
     assert (reject.code, reject.stdout) == (0, f"rejected review of {rejected.id}\n")

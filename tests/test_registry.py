@@ -5,6 +5,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import functools
 import json
 import textwrap
 from pathlib import Path
@@ -145,7 +146,7 @@ async def test_versions_history_and_a_run_in_flight_keeping_its_version(
     pinned = await cli("start", "registry-greet@1", "-i", "who=cy")
     runs = [in_flight, client.get_run(later.stdout.strip()), client.get_run(pinned.stdout.strip())]
     for run in runs:
-        await eventually(lambda r=run: r.state(timeout=5), lambda s: "hold" in s.approvals)
+        await eventually(functools.partial(run.state, timeout=5), lambda s: "hold" in s.approvals)
         await run.approve("hold")
     reports = [await run.report() for run in runs]
     assert [r.outputs["greeting"] for r in reports] == ["hello ana", "bonjour bob", "hello cy"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sqlite3
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,7 +148,7 @@ async def test_a_candidate_changing_a_node_is_shown_and_writes_nothing(
         ("acme.extension", {}, True),
     ],
 )
-def test_which_nodes_count_as_side_effects(kind: str, config: dict, effect: bool) -> None:
+def test_which_nodes_count_as_side_effects(kind: str, config: dict[str, Any], effect: bool) -> None:
     assert has_side_effects(kind, config) is effect
 
 

@@ -13,6 +13,10 @@ from starter.api.errors import ERROR_RESPONSES, field_error
 from starter.api.runtime import ClientParam, RuntimeParam
 from starter.stats import Stats, compute_stats
 
+_PERIOD = r"^([0-9]{1,9}(\.[0-9]{1,3})?(ms|s|m|h|d|w))+$"
+_LONGEST_PERIOD = 366 * 86400.0
+"""A longer ``since`` counts from 366 days back; a shorter one than 1 s from 1 s back."""
+
 router = APIRouter(tags=["stats"], responses=ERROR_RESPONSES)
 
 
@@ -25,7 +29,14 @@ async def stats(
         # A slug goes into a visibility query: nothing that could end its quoted string.
         Query(description="a definition slug", pattern=r"^[a-z0-9-]+$", max_length=200),
     ] = None,
-    since: Annotated[str, Query(description="how far back: 30m, 24h, 7d", max_length=40)] = "24h",
+    since: Annotated[
+        str,
+        Query(
+            description="how far back: 30m, 24h, 7d, 1h30m (at least 1 s, at most 366 days)",
+            pattern=_PERIOD,
+            max_length=40,
+        ),
+    ] = "24h",
 ) -> Stats:
     """Runs started in the period (from Temporal's visibility: started, completed, failed,
     cancelled, running, success rate, p50/p95 duration) and their nodes' attempts (from the
@@ -35,11 +46,9 @@ async def stats(
         seconds = parse_duration(since)
     except ValueError as e:
         raise field_error("since", str(e)) from None
-    if seconds <= 0 or seconds > 366 * 86400:
-        raise field_error("since", "give a period between 1 s and 366 days")
     return await compute_stats(
         client.temporal,
         runtime.settings.resolved_store_url,
-        since=timedelta(seconds=seconds),
+        since=timedelta(seconds=min(max(seconds, 1.0), _LONGEST_PERIOD)),
         definition=definition,
     )
