@@ -44,6 +44,7 @@ import json
 import math
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,14 @@ def _import_path() -> str:
     return str(Path(next(iter(spec.submodule_search_locations))).parent)
 
 
-@node_type("code.python", CodePythonConfig)
+def _execution(config: Mapping[str, Any]) -> str | None:
+    """Code that declares a timeout of a second or less runs as a local activity."""
+    timeout = config.get("timeout")
+    quick = isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout <= 1
+    return "local" if quick else None
+
+
+@node_type("code.python", CodePythonConfig, execution=_execution)
 async def code_python(config: CodePythonConfig, ctx: NodeContext) -> Any:
     """Run inline Python in a sandboxed child process; its return value is the output."""
     limits = ctx.settings.code

@@ -46,12 +46,14 @@ RAW_CONFIG_KEYS: Final[dict[str, frozenset[str]]] = {
     "code.python": frozenset({"code"}),
     "wait_for_event": frozenset({"filters"}),
     "workflow": frozenset({"definition"}),
+    "notify.lifecycle": frozenset({"event"}),
     "ai.extract": frozenset({"checks"}),
 }
 """Config keys taken literally, never as ``${{ }}`` templates: user code reads ``inputs`` and
 ``nodes`` itself (templating values into code would be an injection hole), and a child
-definition's expressions belong to the child run; ``ai.extract``'s checks read the entities it
-extracts, on the worker."""
+definition's expressions belong to the child run; a run's lifecycle event holds text from the
+run (errors) that must never be read as a secret reference; ``ai.extract``'s checks read the
+entities it extracts, on the worker."""
 
 
 def canonical_type(name: str) -> str:

@@ -22,6 +22,7 @@ async def run_node(
     node_id: str = "node",
     cache_ttl_seconds: float | None = None,
     budget: BudgetLeft | None = None,
+    origin: str | None = None,
 ) -> NodeResult:
     """Run ``node_type`` with ``config`` as its activity would run on a worker.
 
@@ -43,6 +44,7 @@ async def run_node(
             scope=scope,
             cache_ttl_seconds=cache_ttl_seconds,
             budget=budget,
+            origin=origin,
         )
         environment = ActivityEnvironment()
         # The run a node belongs to comes from the activity's info, as on a worker.

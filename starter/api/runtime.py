@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -18,6 +18,7 @@ from starter.api.errors import ApiError, ProblemOut, TemporalUnavailable
 from starter.api.limits import ApiLimits
 from starter.api.parsing import DefinitionParser
 from starter.client import TideflowClient, connect, default_identity
+from starter.outbox import BacklogAlerts, StartOutbox
 
 log = logging.getLogger("tideflow.api")
 
@@ -56,7 +57,19 @@ class TemporalConnection:
             await ensure_search_attributes(temporal, timeout=_CONNECT_TIMEOUT)
         except ServerError as e:  # runs still start when they are registered another way
             log.warning("%s", e)
-        return TideflowClient(temporal, task_queue=self._settings.task_queue)
+        return TideflowClient(
+            temporal,
+            task_queue=self._settings.task_queue,
+            default_retry=self._settings.default_retry,
+        )
+
+
+@dataclass
+class CachedChecks:
+    """The doctor's report ``/health`` reuses for a few seconds, and when it was made."""
+
+    report: Any = None
+    made_at: float = 0.0
 
 
 @dataclass
@@ -68,6 +81,11 @@ class Runtime:
     client: TemporalConnection
     limits: ApiLimits
     parser: DefinitionParser
+    outbox: StartOutbox
+    """Where every start goes first (delivered to Temporal by its deliverer)."""
+    alerts: BacklogAlerts
+    checks: CachedChecks = field(default_factory=lambda: CachedChecks())
+    """``/health``'s latest deployment checks."""
 
     def entry(self, slug: str) -> Entry:
         """The catalog entry of ``slug`` (404 when the folder has none)."""

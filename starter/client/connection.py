@@ -46,15 +46,18 @@ async def connect(
     *,
     settings: WorkerSettings | None = None,
     identity: str | None = None,
+    metrics_address: str | None = None,
 ) -> Client:
     """A Temporal client of ``TEMPORAL_ADDRESS`` (default localhost:7233) and
     ``TEMPORAL_NAMESPACE``; ``identity`` defaults to the SDK's ``pid@host`` (what workers
-    use). :meth:`TideflowClient.connect <starter.client.TideflowClient.connect>` wraps it."""
+    use). ``metrics_address`` serves the metrics of the client and its workers for
+    Prometheus (default ``TIDEFLOW_METRICS_ADDRESS``).
+    :meth:`TideflowClient.connect <starter.client.TideflowClient.connect>` wraps it."""
     return await Client.connect(
         address or os.environ.get("TEMPORAL_ADDRESS", DEFAULT_ADDRESS),
         namespace=namespace or os.environ.get("TEMPORAL_NAMESPACE", "default"),
         data_converter=data_converter(settings),
         interceptors=telemetry.interceptors(),
-        runtime=telemetry.runtime(),
+        runtime=telemetry.runtime(metrics_address),
         identity=identity,
     )

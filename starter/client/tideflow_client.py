@@ -3,16 +3,18 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import Priority, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from activities import WorkerSettings
 from interpreter import Definition
+from interpreter.model import RetrySpec
 from interpreter.report import RunReport
 from interpreter.workflow import TideflowWorkflow
 from starter.client import events
@@ -25,7 +27,14 @@ from starter.client.definitions import (
 )
 from starter.client.events import EventDelivery
 from starter.client.handle import RunHandle
-from starter.client.listing import RunSummary, list_runs
+from starter.client.listing import RunSummary, list_runs, list_runs_matching
+from starter.client.redrive import RedriveCandidate, redrive_candidates
+
+
+def task_priority(key: int | None) -> Priority:
+    """Temporal's priority for a run's ``priority`` (1 first … 5 last; None: the default, 3).
+    Activities inherit their workflow's priority, so a run's nodes are ordered too."""
+    return Priority(priority_key=key) if key else Priority.default
 
 
 class TideflowClient:
@@ -45,13 +54,17 @@ class TideflowClient:
         *,
         user: str | None = None,
         task_queue: str | None = None,
+        default_retry: RetrySpec | None = None,
     ) -> None:
         """Wrap a connected Temporal client. ``user`` is the ``by`` of approvals and failed
         nodes when a call does not name one (None: nobody); ``task_queue`` is where runs
-        start by default (else ``TIDEFLOW_TASK_QUEUE`` or ``tideflow``)."""
+        start by default (else ``TIDEFLOW_TASK_QUEUE`` or ``tideflow``); ``default_retry`` is
+        compiled into the plans of definitions that set no retry of their own (the engine
+        configuration's, see :func:`~starter.client.definitions.run_input`)."""
         self._temporal = temporal
         self._user = user
         self._task_queue = task_queue
+        self.default_retry = default_retry
 
     @classmethod
     async def connect(
@@ -68,13 +81,20 @@ class TideflowClient:
         ``identity`` is what Temporal records with every signal, update and cancellation sent
         (the Web UI shows it): ``user@host`` by default, ``user`` being
         :func:`~starter.client.acting_user` unless given. ``settings`` give the payload store
-        and the default task queue.
+        and the default task queue, and ``default_retry`` (else they are read from the
+        environment and ``TIDEFLOW_CONFIG``).
         """
         user = user or acting_user()
+        settings = settings or WorkerSettings.from_env()
         temporal = await connect(
             address, namespace, settings=settings, identity=identity or default_identity(user)
         )
-        return cls(temporal, user=user, task_queue=settings.task_queue if settings else None)
+        return cls(
+            temporal,
+            user=user,
+            task_queue=settings.task_queue,
+            default_retry=settings.default_retry,
+        )
 
     @property
     def temporal(self) -> Client:
@@ -114,6 +134,7 @@ class TideflowClient:
         id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.UNSPECIFIED,
         memo: dict[str, Any] | None = None,
         history_limit: int | None = None,
+        priority: int | None = None,
     ) -> RunHandle:
         """Start a run (inputs are checked first: InputError names each bad one) and return
         its handle.
@@ -122,9 +143,13 @@ class TideflowClient:
         idempotency key: a second start raises ``WorkflowAlreadyStartedError``. ``memo`` is
         stored with the run (the HTTP API keeps what a retried start must match there).
         ``history_limit`` makes the run continue as new whenever its history holds that many
-        events (default: when Temporal suggests it).
+        events (default: when Temporal suggests it). ``priority`` (1 first … 5 last, default
+        the definition's ``priority:``, else 3) orders the run's workflow and node tasks on
+        their task queues when they wait for a worker.
         """
-        payload = run_input(definition, inputs, history_limit=history_limit)
+        payload = run_input(
+            definition, inputs, history_limit=history_limit, default_retry=self.default_retry
+        )
         handle = await self._temporal.start_workflow(
             TideflowWorkflow.run,
             payload,
@@ -136,6 +161,7 @@ class TideflowClient:
             static_summary=static_summary(definition),
             static_details=definition.description or None,
             memo=memo,
+            priority=task_priority(priority or definition.priority),
         )
         return RunHandle(self, handle)
 
@@ -165,6 +191,25 @@ class TideflowClient:
         ``paused``, ``waiting``, ``needs_attention``, ``completed``, ``failed``, ``cancelled``,
         ``terminated``, ``timed_out``, ``continued``; ValueError for another)."""
         return await list_runs(self._temporal, definition=definition, status=status, limit=limit)
+
+    async def list_runs_matching(self, query: str, *, limit: int = 50) -> list[RunSummary]:
+        """The runs a Temporal visibility query finds, newest first."""
+        return await list_runs_matching(self._temporal, query, limit=limit)
+
+    async def redrive_candidates(
+        self,
+        *,
+        definition: str | None = None,
+        status: str = "failed",
+        since: timedelta | None = None,
+        limit: int = 1000,
+    ) -> list[RedriveCandidate]:
+        """The ended runs a bulk redrive takes (see
+        :func:`starter.client.redrive.redrive_candidates`); ValueError for a status that
+        cannot be redriven."""
+        return await redrive_candidates(
+            self, definition=definition, status=status, since=since, limit=limit
+        )
 
     # --- events ----------------------------------------------------------------------------
 

@@ -4,14 +4,34 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from starter.api.routers import control, definitions, events, health, runs, uploads
+from starter.api.routers import (
+    budget,
+    control,
+    definitions,
+    events,
+    health,
+    outbox,
+    redrive,
+    registry,
+    runs,
+    stats,
+    ui,
+    uploads,
+)
 
 ALL: tuple[APIRouter, ...] = (
     health.router,
     definitions.router,
+    registry.router,
     runs.router,
     uploads.router,
     control.router,
+    redrive.router,
+    budget.router,
     events.router,
+    stats.router,
+    ui.router,
+    ui.pages,
+    outbox.router,
 )
 """Every router, in the order the OpenAPI document lists them."""
