@@ -1,5 +1,6 @@
 """A doubtful classification waits for a person on the real dev server, and the reviewer's
-label becomes the node's output; the run report names the model that answered."""
+label (given with the CLI or the HTTP API) becomes the node's output; the run report names the
+model that answered."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import redirect_stdout
 from pathlib import Path
 
+import httpx
 import pytest
 import pytest_asyncio
 from temporalio.client import WorkflowUpdateFailedError
@@ -22,6 +24,7 @@ from interpreter.control import Approve
 from interpreter.report import RunState
 from interpreter.workflow import TideflowWorkflow
 from starter import client as tideflow_client
+from starter.api import create_app
 from starter.cli import main as cli_main
 from tests.polling import eventually
 from tests.servers.openai_stub import OpenAIStub
@@ -123,3 +126,31 @@ async def test_a_doubtful_label_waits_for_review_and_takes_the_reviewers_label(
     usage = report.nodes["classify"].usage or {}
     assert usage["model"] == "gpt-review"
     assert len(openai_stub.requests) == 1
+
+
+async def test_the_reviewers_label_through_the_http_api(
+    temporal_env: WorkflowEnvironment, openai_stub: OpenAIStub, ai_queue: str, tmp_path: Path
+) -> None:
+    label_reply(openai_stub, "invoice", 0.55, letter=0.45)
+    definition = load_string(DEFINITION, "triage.yaml", catalog=registry)
+    handle = await tideflow_client.start(
+        temporal_env.client, definition, {"text": "Dear Ana, thanks."}, task_queue=ai_queue
+    )
+
+    async def state() -> RunState:
+        return await handle.query(TideflowWorkflow.state)
+
+    await eventually(state, lambda s: "classify" in s.approvals, "the review")
+    settings = WorkerSettings(home=tmp_path / "api", task_queue=ai_queue)
+    app = create_app(tmp_path, client=temporal_env.client, settings=settings, triggers=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tideflow.test") as http:
+            answer = await http.post(
+                f"/runs/{handle.id}/approve",
+                json={"node": "classify", "output": "letter", "by": "ana"},
+            )
+    assert answer.status_code == 200, answer.text
+    report = await tideflow_client.result(temporal_env.client, handle.id)
+    assert report.outputs == {"label": "letter"}
+    assert report.nodes["classify"].output["review"]["by"] == "ana"

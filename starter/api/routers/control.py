@@ -60,7 +60,8 @@ async def set_vars(workflow_id: str, body: SetVars, client: ClientParam) -> Cont
 
 @router.post("/runs/{workflow_id}/approve", response_model=ControlOut)
 async def approve(workflow_id: str, body: Approve, client: ClientParam) -> ControlOut:
-    """Approve or reject a waiting approval node."""
+    """Approve or reject a waiting approval node; for a node waiting for a review, ``output``
+    is the reviewer's answer (a label…) in place of the proposed one."""
     run = client.get_run(workflow_id)
-    answer = await run.approve(body.node, body.approved, body.comment, body.by)
+    answer = await run.approve(body.node, body.approved, body.comment, body.by, body.output)
     return _answer(workflow_id, answer)
