@@ -374,7 +374,7 @@ async def extract(config: ExtractConfig, ctx: NodeContext) -> Any:
         }
         answer = await chat(ctx, using, messages, **options)
         checks = config.compiled_checks()
-        entities = answer.data
+        entities = _without_summary_lines(answer.data, config.entities)
         broken = _violations(entities, checks, config.tolerance)
         repaired = False
         if broken and config.repair:
@@ -385,7 +385,7 @@ async def extract(config: ExtractConfig, ctx: NodeContext) -> Any:
                 {"role": "user", "content": _repair_request(broken)},
             ]
             answer = await chat(ctx, using, repair, **options)
-            entities, repaired = answer.data, True
+            entities, repaired = _without_summary_lines(answer.data, config.entities), True
             broken = _violations(entities, checks, config.tolerance)
     fields = list(dict.fromkeys(f for v in broken for f in v.fields))
     output = {
@@ -846,10 +846,50 @@ def _entity_request(names: list[str]) -> str:
         request += f" Write {', '.join(amounts)} as plain numbers, like 1234.5."
     if lists:
         request += (
-            f" {', '.join(lists)}: a list with one entry per line of the document "
-            f"({', '.join(_LINE_ITEM_FIELDS)})."
+            f" {', '.join(lists)}: a list with one entry per item line of the document "
+            f"({', '.join(_LINE_ITEM_FIELDS)}); the subtotal, tax and total lines are not items."
+        )
+    issuers = [name for name in names if _is_issuer(name)]
+    if issuers:
+        # Small models take the billed party (after "Bill to") for the vendor.
+        request += (
+            f" {', '.join(issuers)}: the company that issued the document (its letterhead), "
+            "not the party it is billed or addressed to."
         )
     return request
+
+
+_ISSUER_WORDS = ("vendor", "seller", "supplier", "issuer")
+_SUMMARY_LINE = re.compile(
+    r"^\s*(sub\s*-?\s*total|total|net\s+(amount|total)|(sales\s+)?tax|vat|gst|amount\s+due|"
+    r"balance(\s+due)?|grand\s+total)\b",
+    re.IGNORECASE,
+)
+
+
+def _without_summary_lines(entities: Any, names: list[str] | None) -> Any:
+    """The entities with the subtotal, tax and total rows taken out of their line-item lists:
+    small models list them as items (no quantity, no unit price), and they are not."""
+    if names is None or not isinstance(entities, dict):
+        return entities
+    cleaned = dict(entities)
+    for name in names:
+        items = cleaned.get(name)
+        if _is_list(name) and isinstance(items, list):
+            cleaned[name] = [item for item in items if not _is_summary_line(item)]
+    return cleaned
+
+
+def _is_summary_line(item: Any) -> bool:
+    if not isinstance(item, dict):
+        return False
+    if item.get("quantity") is not None or item.get("unit_price") is not None:
+        return False
+    return bool(_SUMMARY_LINE.match(str(item.get("description") or "")))
+
+
+def _is_issuer(name: str) -> bool:
+    return any(word in name.lower() for word in _ISSUER_WORDS)
 
 
 def _is_list(name: str) -> bool:

@@ -116,6 +116,39 @@ async def test_a_right_answer_is_not_sent_back(stub: OpenAIStub) -> None:
     assert len(stub.requests) == 1
 
 
+async def test_subtotal_tax_and_total_rows_are_not_line_items(stub: OpenAIStub) -> None:
+    def row(description: str, amount: float) -> dict[str, Any]:
+        return {"description": description, "quantity": None, "unit_price": None, "amount": amount}
+
+    listed = [
+        *invoice()["line_items"],
+        row("Subtotal", 524.48),
+        row("Sales tax (8%)", 41.96),
+        row("Total due", 566.44),
+    ]
+    stub.reply(json_content=invoice(line_items=listed))
+    result = await run_node(
+        "ai.extract", {"text": INVOICE, "entities": ENTITIES}, settings=remote(stub)
+    )
+    assert result.output["entities"] == invoice()
+    assert result.output["needs_review"] == []
+    # The model is told which party is the vendor and which lines are items.
+    system = stub.requests[0]["messages"][0]["content"]
+    assert "the subtotal, tax and total lines are not items" in system
+    assert len(stub.requests) == 1
+
+
+async def test_the_vendor_is_the_issuer_not_the_billed_party(stub: OpenAIStub) -> None:
+    stub.reply(json_content={"vendor_name": "Acme Corporation", "customer": "Northwind"})
+    await run_node(
+        "ai.extract",
+        {"text": INVOICE, "entities": ["vendor_name", "customer"]},
+        settings=remote(stub),
+    )
+    system = stub.requests[0]["messages"][0]["content"]
+    assert "vendor_name: the company that issued the document" in system
+
+
 async def test_user_checks_in_cel_over_the_entities(stub: OpenAIStub) -> None:
     wrong = invoice(invoice_number="10487")
     stub.reply(json_content=wrong)
