@@ -418,8 +418,12 @@ def _local_model(settings: WorkerSettings) -> Check:
     if ai.local_model is not None:
         names = [ai.local_model]
     else:
-        chosen = {**TASK_DEFAULTS, **ai.task_models}.values()
-        names = sorted({n.removeprefix(LOCAL_PREFIX) for n in chosen if n.startswith(LOCAL_PREFIX)})
+        chosen = dict(TASK_DEFAULTS)
+        for task, model in ai.task_models.items():
+            chosen[task] = model
+        names = sorted(
+            {n.removeprefix(LOCAL_PREFIX) for n in chosen.values() if n.startswith(LOCAL_PREFIX)}
+        )
     for name in names:
         problem = _local_problem(name)
         if problem:

@@ -285,3 +285,19 @@ def test_the_printed_report_names_the_models_that_answered(
     assert "AI tokens: 30 · answered by gpt-4-0613, qwen2.5-coder-1.5b-instruct" in (
         capsys.readouterr().out
     )
+
+
+def test_the_doctor_checks_each_tasks_default_local_model(tmp_path: Path) -> None:
+    from starter.doctor import _local_model
+
+    healthy = _local_model(WorkerSettings(home=tmp_path))
+    assert healthy.status == "ok"
+    assert healthy.detail == "local models " + ", ".join(DEFAULT_LOCAL_MODELS)
+    missing = tmp_path / "missing.gguf"
+    broken = _local_model(
+        WorkerSettings(home=tmp_path, ai=AISettings(task_models={"classify": f"local:{missing}"}))
+    )
+    assert broken.status == "fail"
+    assert broken.detail is not None and str(missing) in broken.detail
+    one = _local_model(WorkerSettings(home=tmp_path, ai=AISettings(local_model="smollm2")))
+    assert (one.status, one.detail) == ("ok", "local model smollm2")
