@@ -24,7 +24,7 @@ from rich.text import Text
 from temporalio.client import Client, WorkflowFailureError
 
 from interpreter import Definition
-from interpreter.report import BudgetReport, RunReport, RunState
+from interpreter.report import BudgetReport, PendingApproval, RunReport, RunState
 
 _STYLE = {
     "completed": "green",
@@ -312,8 +312,35 @@ def print_state(
         out.print(Text(budget_line(state.budget)))
     if state.error:
         out.print(Text.assemble(("error: ", "red"), state.error))
+    for node, asked in state.approvals.items():
+        out.print(_asked(workflow_id, node, asked))
     if web_ui:
         out.print(Text(f"Web UI: {web_ui}"), soft_wrap=True)
+
+
+_SHOWN_TEXT_CHARS = 300
+"""How much of a reviewed document ``tideflow status`` prints (the API gives all it keeps)."""
+
+
+def _asked(workflow_id: str, node: str, asked: PendingApproval) -> Text:
+    """What a person is asked: the message, for a review the model's answer, the choices and
+    the document's beginning, and the command that answers."""
+    lines = Text.assemble((f"{asked.kind} {node}: ", "yellow"), asked.message or "waiting")
+    if asked.kind == "review":
+        lines.append("\n  proposed: " + json.dumps(asked.proposed, default=str))
+        if asked.options:
+            lines.append("\n  options: " + ", ".join(str(o) for o in asked.options))
+        text = asked.details.get("text")
+        if isinstance(text, str) and text:
+            shown = " ".join(text.split())
+            if len(shown) > _SHOWN_TEXT_CHARS:
+                shown = shown[:_SHOWN_TEXT_CHARS] + "…"
+            lines.append("\n  document: " + shown)
+        answer = " [--answer VALUE]"
+    else:
+        answer = ""
+    lines.append(f"\n  answer: tideflow approve {workflow_id} {node}{answer} [--reject]")
+    return lines
 
 
 def print_report(report: RunReport) -> None:

@@ -26,6 +26,7 @@ from interpreter.workflow import TideflowWorkflow
 from starter import client as tideflow_client
 from starter.api import create_app
 from starter.cli import main as cli_main
+from starter.progress import print_state
 from tests.polling import eventually
 from tests.servers.openai_stub import OpenAIStub
 from tests.test_ai import label_reply
@@ -100,6 +101,16 @@ async def test_a_doubtful_label_waits_for_review_and_takes_the_reviewers_label(
     assert review.details["scores"] == {"invoice": 0.6, "letter": 0.4}
     assert "60% sure the label is 'invoice'" in (review.message or "")
     assert waiting.nodes["classify"] == "waiting"
+    # tideflow status shows the reviewer the question, the model's answer and the document.
+    shown = io.StringIO()
+    with redirect_stdout(shown):
+        print_state(handle.id, waiting)
+    status = shown.getvalue()
+    assert "review classify: the model is 60% sure the label is 'invoice'" in status
+    assert '"label": "invoice"' in status
+    assert "options: invoice, letter" in status
+    assert f"document: {text}" in status
+    assert f"tideflow approve {handle.id} classify [--answer VALUE] [--reject]" in status
 
     # An answer outside the labels is refused; the reviewer's label is taken.
     with pytest.raises(WorkflowUpdateFailedError) as refused:
