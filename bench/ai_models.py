@@ -51,7 +51,18 @@ def run(set_name: str, model: str) -> dict[str, Any]:
     if done.returncode not in (0, 1) or not done.stdout.strip():
         raise SystemExit(f"{set_name} on {model} failed:\n{done.stderr[-2000:]}")
     scores: dict[str, Any] = json.loads(done.stdout)
+    # Paths relative to the project, so the recorded results do not name this checkout.
+    for key in ("definition", "cases_path"):
+        if isinstance(scores.get(key), str):
+            scores[key] = _relative(scores[key])
     return scores
+
+
+def _relative(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return path
 
 
 def rows(results: dict[str, dict[str, dict[str, Any]]]) -> list[list[object]]:
