@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from interpreter.control import ControlAnswer
+from interpreter import report as report_module
 from interpreter.report import RunState
 from starter.api.errors import ProblemOut
 
@@ -63,6 +64,10 @@ class RunStateOut(RunState):
     """The live state of a run (the ``state`` query)."""
 
     workflow_id: str
+
+
+# RunState's fields name models defined after it in interpreter.report: resolve them there.
+RunStateOut.model_rebuild(_types_namespace=vars(report_module))
 
 
 class ControlDone(BaseModel):
