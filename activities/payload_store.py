@@ -40,6 +40,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.contrib.aws.s3driver import S3StorageDriver, S3StorageDriverClient
 from temporalio.converter import (
     DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
     ExternalStorage,
     StorageDriver,
     StorageDriverClaim,
@@ -48,6 +49,7 @@ from temporalio.converter import (
 )
 
 from activities import files
+from activities.encryption import EncryptionCodec, codec_from_env
 from activities.errors import NodeError
 from activities.settings import WorkerSettings
 
@@ -251,14 +253,29 @@ def storage_driver(store: str) -> StorageDriver:
     raise ValueError(f"payload store {store}: use file:///folder or s3://bucket/prefix")
 
 
-def data_converter(settings: WorkerSettings) -> DataConverter:
-    """The pydantic data converter with the payload store behind it (client and worker alike)."""
+def data_converter(
+    settings: WorkerSettings, *, codec: EncryptionCodec | None = None
+) -> DataConverter:
+    """The pydantic data converter with the payload store behind it (client and worker alike).
+
+    With ``codec`` (default: the keys of ``TIDEFLOW_ENCRYPTION_KEYS``, if set) every payload is
+    encrypted before it is stored or sent, and failure messages travel as an encoded attribute
+    (see :mod:`activities.encryption`)."""
     from temporalio.contrib.pydantic import pydantic_data_converter
 
-    return dataclasses.replace(
+    converter = dataclasses.replace(
         pydantic_data_converter,
         external_storage=ExternalStorage(
             drivers=[storage_driver(settings.resolved_payload_store)],
             payload_size_threshold=settings.payload_threshold,
         ),
+    )
+    codec = codec or codec_from_env()
+    if codec is None:
+        return converter
+    return dataclasses.replace(
+        converter,
+        payload_codec=codec,
+        # Failure messages and stack traces hold data too (a node's error quoting its input).
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )
