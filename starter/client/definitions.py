@@ -38,14 +38,19 @@ def run_input(
     inputs: dict[str, Any] | None = None,
     *,
     history_limit: int | None = None,
+    origin: str | None = None,
 ) -> RunInput:
-    """The workflow input of a run: the definition's compiled plan plus checked inputs.
+    """The workflow input of a run: the definition's compiled plan plus checked inputs, and
+    where the run comes from (``origin``: ``api``, ``cli``, ``trigger``…; its nodes see it).
 
     Raises :class:`~interpreter.inputs.InputError` naming each bad field before anything runs.
     """
     resolve_inputs(definition, inputs or {})
     return RunInput(
-        plan=compile_plan(definition), inputs=dict(inputs or {}), history_limit=history_limit
+        plan=compile_plan(definition),
+        inputs=dict(inputs or {}),
+        history_limit=history_limit,
+        origin=origin,
     )
 
 

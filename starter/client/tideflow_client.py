@@ -3,20 +3,30 @@
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import AbstractAsyncContextManager
+from typing import Any, cast
 
+from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.converter import DataConverter
 
 from activities import WorkerSettings
 from interpreter import Definition
 from interpreter.report import RunReport
 from interpreter.workflow import TideflowWorkflow
+from starter import audit, lineage
 from starter.client import events
-from starter.client.connection import acting_user, connect, default_identity
+from starter.client.connection import (
+    acting_roles,
+    acting_user,
+    connect,
+    default_identity,
+    with_identity,
+)
 from starter.client.definitions import (
     new_workflow_id,
     run_input,
@@ -44,14 +54,27 @@ class TideflowClient:
         temporal: Client,
         *,
         user: str | None = None,
+        roles: list[str] | None = None,
         task_queue: str | None = None,
+        origin: str | None = None,
+        audit: bool = True,
+        lineage: bool = True,
     ) -> None:
         """Wrap a connected Temporal client. ``user`` is the ``by`` of approvals and failed
-        nodes when a call does not name one (None: nobody); ``task_queue`` is where runs
-        start by default (else ``TIDEFLOW_TASK_QUEUE`` or ``tideflow``)."""
+        nodes when a call does not name one (None: nobody), and who the audit trail records;
+        ``roles`` are that user's roles (an approval node's ``approvers`` may name roles);
+        ``task_queue`` is where runs start by default (else ``TIDEFLOW_TASK_QUEUE`` or
+        ``tideflow``); ``origin`` is where the runs it starts come from (``cli``, ``api``,
+        ``trigger``…: nodes see it, the audit trail records it); ``audit=False`` records
+        nothing in the audit trail (:mod:`starter.audit`), ``lineage=False`` nothing of the
+        runs it starts in the lineage tables (:mod:`starter.lineage`)."""
         self._temporal = temporal
         self._user = user
+        self._roles = list(roles or [])
         self._task_queue = task_queue
+        self._origin = origin
+        self._audit = audit
+        self._lineage = lineage
 
     @classmethod
     async def connect(
@@ -62,19 +85,54 @@ class TideflowClient:
         settings: WorkerSettings | None = None,
         identity: str | None = None,
         user: str | None = None,
+        roles: list[str] | None = None,
+        origin: str | None = "cli",
+        audit: bool = True,
     ) -> TideflowClient:
-        """Connect to ``TEMPORAL_ADDRESS`` (default localhost:7233) / ``TEMPORAL_NAMESPACE``.
+        """Connect as Temporal's environment configuration says (``TEMPORAL_ADDRESS``, default
+        localhost:7233, ``TEMPORAL_NAMESPACE``, a ``TEMPORAL_PROFILE`` with TLS, client
+        certificates or an API key: :mod:`starter.client.connection`).
 
         ``identity`` is what Temporal records with every signal, update and cancellation sent
         (the Web UI shows it): ``user@host`` by default, ``user`` being
-        :func:`~starter.client.acting_user` unless given. ``settings`` give the payload store
-        and the default task queue.
+        :func:`~starter.client.acting_user` (and ``roles`` :func:`~starter.client.acting_roles`)
+        unless given. ``settings`` give the payload store and the default task queue.
         """
         user = user or acting_user()
         temporal = await connect(
             address, namespace, settings=settings, identity=identity or default_identity(user)
         )
-        return cls(temporal, user=user, task_queue=settings.task_queue if settings else None)
+        return cls(
+            temporal,
+            user=user,
+            roles=acting_roles() if roles is None else roles,
+            task_queue=settings.task_queue if settings else None,
+            origin=origin,
+            audit=audit,
+        )
+
+    def acting_as(
+        self,
+        user: str,
+        roles: list[str] | None = None,
+        *,
+        origin: str | None = None,
+        identity: str | None = None,
+    ) -> TideflowClient:
+        """This client acting for ``user`` (with ``roles``): the same connection, but Temporal
+        records ``identity`` (default ``user@host``) with what it sends, approvals and failed
+        nodes name ``user``, and the audit trail records them. The HTTP API makes one per
+        request from the caller's token."""
+        temporal = with_identity(self._temporal, identity or default_identity(user))
+        return TideflowClient(
+            temporal,
+            user=user,
+            roles=roles,
+            task_queue=self._task_queue,
+            origin=origin or self._origin,
+            audit=self._audit,
+            lineage=self._lineage,
+        )
 
     @property
     def temporal(self) -> Client:
@@ -97,6 +155,36 @@ class TideflowClient:
         return self._user
 
     @property
+    def roles(self) -> list[str]:
+        """The roles of :attr:`user` (checked against approval nodes' ``approvers``)."""
+        return list(self._roles)
+
+    @property
+    def origin(self) -> str | None:
+        """Where the runs this client starts come from (``cli``, ``api``, ``trigger``…)."""
+        return self._origin
+
+    def audited(
+        self,
+        action: str,
+        target: str | None = None,
+        *,
+        detail: str | None = None,
+        definition: str | None = None,
+    ) -> AbstractAsyncContextManager[dict[str, Any]]:
+        """Record ``action`` on ``target`` by this client's user in the audit trail, with its
+        outcome (see :func:`starter.audit.audited`)."""
+        return audit.audited(
+            action,
+            target,
+            user=self._user,
+            via=self._origin,
+            detail=detail,
+            definition=definition,
+            enabled=self._audit,
+        )
+
+    @property
     def task_queue(self) -> str:
         """The task queue runs start on unless told otherwise."""
         return self._task_queue or WorkerSettings.from_env().task_queue
@@ -114,6 +202,8 @@ class TideflowClient:
         id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.UNSPECIFIED,
         memo: dict[str, Any] | None = None,
         history_limit: int | None = None,
+        origin: str | None = None,
+        documents: list[str] | None = None,
     ) -> RunHandle:
         """Start a run (inputs are checked first: InputError names each bad one) and return
         its handle.
@@ -122,21 +212,39 @@ class TideflowClient:
         idempotency key: a second start raises ``WorkflowAlreadyStartedError``. ``memo`` is
         stored with the run (the HTTP API keeps what a retried start must match there).
         ``history_limit`` makes the run continue as new whenever its history holds that many
-        events (default: when Temporal suggests it).
+        events (default: when Temporal suggests it). ``origin`` (default: the client's) tells
+        the run's nodes where it came from. ``documents`` are local files the run starts from
+        besides the inputs naming local files: their sha256 is recorded for lineage
+        (:mod:`starter.lineage`). The start is recorded in the audit trail.
         """
-        payload = run_input(definition, inputs, history_limit=history_limit)
-        handle = await self._temporal.start_workflow(
-            TideflowWorkflow.run,
-            payload,
-            id=workflow_id or new_workflow_id(definition),
-            task_queue=task_queue or self.task_queue,
-            id_reuse_policy=id_reuse_policy,
-            id_conflict_policy=id_conflict_policy,
-            search_attributes=search_attributes(definition),
-            static_summary=static_summary(definition),
-            static_details=definition.description or None,
-            memo=memo,
-        )
+        workflow_id = workflow_id or new_workflow_id(definition)
+        async with self.audited("start", workflow_id, definition=definition.slug):
+            payload = run_input(
+                definition, inputs, history_limit=history_limit, origin=origin or self._origin
+            )
+            if self._lineage:  # before the start, so that the run's first node finds it
+                await lineage.record_start_async(
+                    workflow_id=workflow_id,
+                    run_id=None,
+                    definition=definition,
+                    inputs=inputs or {},
+                    documents=documents or [],
+                    origin=origin or self._origin,
+                )
+            handle = await self._temporal.start_workflow(
+                TideflowWorkflow.run,
+                payload,
+                id=workflow_id,
+                task_queue=task_queue or self.task_queue,
+                id_reuse_policy=id_reuse_policy,
+                id_conflict_policy=id_conflict_policy,
+                search_attributes=search_attributes(definition),
+                # Pre-encoded, so that no payload codec (encryption) touches them: the Web UI
+                # lists runs by this title whoever looks (the SDK takes a Payload as is).
+                static_summary=cast(str, _plain(static_summary(definition))),
+                static_details=cast(str, _plain(definition.description or None)),
+                memo=memo,
+            )
         return RunHandle(self, handle)
 
     async def run(
@@ -226,3 +334,10 @@ class TideflowClient:
     async def has_workers(self, task_queue: str) -> bool:
         """Whether a worker polled ``task_queue`` for workflow tasks recently."""
         return bool(await self.poller_identities(task_queue))
+
+
+def _plain(text: str | None) -> Payload | None:
+    """``text`` as a plain JSON payload (never encrypted: see :meth:`TideflowClient.start`)."""
+    if text is None:
+        return None
+    return DataConverter.default.payload_converter.to_payloads([text])[0]
