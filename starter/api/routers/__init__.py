@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from starter.api.routers import control, definitions, events, health, runs, uploads
+from starter.api.routers import (
+    audit,
+    control,
+    definitions,
+    events,
+    health,
+    runs,
+    tokens,
+    uploads,
+)
 
 ALL: tuple[APIRouter, ...] = (
     health.router,
@@ -13,5 +22,7 @@ ALL: tuple[APIRouter, ...] = (
     uploads.router,
     control.router,
     events.router,
+    audit.router,
+    tokens.router,
 )
 """Every router, in the order the OpenAPI document lists them."""
