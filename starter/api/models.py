@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from interpreter.control import ControlAnswer
 from interpreter import report as report_module
+from interpreter.control import ControlAnswer
 from interpreter.report import RunState
 from starter.api.errors import ProblemOut
 
