@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import signal
+import threading
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -20,7 +23,11 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 import activities
 from activities import WorkerResources, WorkerSettings
+from interpreter import observers
 from interpreter.workflow import TideflowWorkflow
+
+if TYPE_CHECKING:
+    from starter.lineage import StoreLineage
 
 # Modules the workflow sandbox may share with the worker instead of re-importing them per run:
 # the interpreter is pure (no I/O, clock or randomness) and the rest are its pure dependencies.
@@ -43,18 +50,20 @@ def build_worker(
     task_queue: str | None = None,
     activities_only: bool = False,
 ) -> Worker:
-    """A worker for the generic workflow and every registered node type.
+    """A worker for the generic workflow and the node types its settings serve (every
+    registered type by default; see ``node_types`` in activities/settings.py).
 
-    ``activities_only`` builds a worker for a node pool (``task_queue:`` of heavy nodes) that
-    runs no workflows.
+    ``activities_only`` builds a worker for a node pool (``task_queue:`` of heavy or untrusted
+    nodes) that runs no workflows.
     """
     activities.load_extensions()
     settings = resources.settings
+    queue = task_queue or settings.task_queue
     return Worker(
         client,
-        task_queue=task_queue or settings.task_queue,
+        task_queue=queue,
         workflows=[] if activities_only else [TideflowWorkflow],
-        activities=activities.registry.activities(resources),
+        activities=activities.registry.activities(resources, task_queue=queue),
         workflow_runner=workflow_runner(),
         max_concurrent_activities=settings.max_concurrent_activities,
         # Bounded so a burst of runs cannot starve the worker's event loop (MACHINE-NOTES).
@@ -62,16 +71,61 @@ def build_worker(
     )
 
 
+class _LineageSink:
+    """Records, off the workflow's thread, which definition each run started here runs."""
+
+    def __init__(self, recorder: StoreLineage) -> None:
+        self._recorder = recorder
+        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._drain, name="tideflow-lineage", daemon=True)
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        if event == "run_started":
+            self._queue.put(dict(data))
+
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._recorder.run_started(data)
+
+    def __enter__(self) -> _LineageSink:
+        self._thread.start()
+        observers.add_sink(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        observers.remove_sink(self)
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+
 @asynccontextmanager
 async def running_worker(
     client: Client, settings: WorkerSettings, *, task_queue: str | None = None
 ) -> AsyncIterator[Worker]:
-    """Run a worker in the background for the duration of the block (tests, ``tideflow dev``)."""
-    resources = WorkerResources(settings)
-    worker = build_worker(client, resources, task_queue=task_queue)
+    """Run a worker in the background for the duration of the block (tests, ``tideflow dev``):
+    the workflow and nodes on ``task_queue`` (default the settings'), nodes only on the
+    settings' other ``task_queues``; ``workflows: false`` settings run nodes only."""
+    from starter.lineage import StoreLineage
+
+    recorder = StoreLineage()
+    resources = WorkerResources(settings, lineage=recorder)
+    main = task_queue or settings.task_queue
+    queues = list(dict.fromkeys([main, *settings.task_queues]))
+    workers = [
+        build_worker(
+            client,
+            resources,
+            task_queue=name,
+            activities_only=name != main or not settings.workflows,
+        )
+        for name in queues
+    ]
     try:
-        async with worker:
-            yield worker
+        with _LineageSink(recorder):
+            async with AsyncExitStack() as stack:
+                for worker in workers:
+                    await stack.enter_async_context(worker)
+                yield workers[0]
     finally:
         await resources.aclose()
 
@@ -96,11 +150,18 @@ async def main(*, development: bool = False) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with running_worker(client, settings):
+        served = "every node type"
+        if settings.node_types != ["*"] or settings.exclude_node_types:
+            served = f"node types {', '.join(settings.node_types)}"
+            if settings.exclude_node_types:
+                served += f" but {', '.join(settings.exclude_node_types)}"
         log.info(
-            "worker polling task queue %r on %s (namespace %s)",
-            settings.task_queue,
+            "worker polling task queue(s) %s on %s (namespace %s)%s; %s",
+            ", ".join(repr(q) for q in settings.served_queues),
             client.service_client.config.target_host,
             client.namespace,
+            "" if settings.workflows else ", nodes only",
+            served,
         )
         await stop.wait()
     log.info("worker stopped")
