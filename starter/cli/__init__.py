@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "control",
     "servers",
     "upgrade",
+    "security",
 )
 """The command modules of this package (each with ``register(commands)``), in the order their
 commands are listed by ``tideflow --help``."""

@@ -18,13 +18,17 @@ if TYPE_CHECKING:
     from starter.client import RunHandle, TideflowClient
 
 
-async def connect() -> TideflowClient:
-    """The command's one client, of ``TEMPORAL_ADDRESS``, acting as
-    :func:`~starter.client.acting_user`; a one-line failure when it cannot be reached."""
-    from starter.client import TideflowClient
+async def connect(origin: str = "cli") -> TideflowClient:
+    """The command's one client, configured by Temporal's environment configuration
+    (``TEMPORAL_ADDRESS``, ``TEMPORAL_PROFILE``…), acting as :func:`~starter.client.acting_user`
+    with :func:`~starter.client.acting_roles`; a one-line failure when it cannot be reached or
+    the configuration is wrong."""
+    from starter.client import ConnectionConfigError, TideflowClient
 
     try:
-        return await TideflowClient.connect()
+        return await TideflowClient.connect(origin=origin)
+    except ConnectionConfigError as e:
+        raise Exit(EXIT_FAILED, f"cannot connect to Temporal: {e}") from None
     except Exception as e:
         raise Exit(EXIT_FAILED, connect_failure(e, address())) from None
 

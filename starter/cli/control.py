@@ -51,12 +51,16 @@ def register(commands: Commands) -> None:
     p.add_argument("workflow_id", metavar="ID")
     p.add_argument("values", nargs="+", metavar="K=V")
 
-    p = commands.add("approve", _approve, "approve (or --reject) an approval node")
+    p = commands.add(
+        "approve",
+        _approve,
+        "approve (or --reject) an approval node, as $TIDEFLOW_USER (or your user name) with "
+        "the roles of $TIDEFLOW_ROLES",
+    )
     p.add_argument("workflow_id", metavar="ID")
     p.add_argument("node", metavar="NODE")
     p.add_argument("--reject", action="store_true")
     p.add_argument("--comment")
-    p.add_argument("--by", help="who decides (default $TIDEFLOW_USER or your user name)")
 
     p = commands.add(
         "emit",
@@ -134,7 +138,7 @@ async def _set(args: argparse.Namespace) -> int:
 async def _approve(args: argparse.Namespace) -> int:
     run = await _updating(args, "approve")
     approved = not args.reject
-    await run.approve(args.node, approved, args.comment, args.by)
+    await run.approve(args.node, approved, args.comment)  # as the acting user and roles
     print(f"{'approved' if approved else 'rejected'} {args.node} of {args.workflow_id}")
     return EXIT_OK
 

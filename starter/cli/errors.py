@@ -76,10 +76,14 @@ def first_line(text: str) -> str:
 
 
 def address() -> str:
-    """The Temporal address commands connect to."""
+    """The Temporal address commands connect to (as Temporal's environment configuration
+    says: ``TEMPORAL_ADDRESS``, the profile, else localhost:7233)."""
     from starter import client
 
-    return os.environ.get("TEMPORAL_ADDRESS", client.DEFAULT_ADDRESS)
+    try:
+        return str(client.connect_config()["target_host"])
+    except ValueError:
+        return os.environ.get("TEMPORAL_ADDRESS", client.DEFAULT_ADDRESS)
 
 
 def connect_failure(error: BaseException, address: str) -> str:

@@ -85,7 +85,7 @@ async def _triggers(args: argparse.Namespace) -> int:
     catalog = new_catalog(definitions_folder(args))
     for line in trigger_summary(catalog.entries()) or [f"{catalog.folder}: no triggers"]:
         print(line)
-    client = await connect()
+    client = await connect(origin="trigger")
 
     async def connected() -> TideflowClient:
         return client
