@@ -74,6 +74,11 @@ class Authenticator:
         self._tokens_seen = False
 
     @property
+    def store_url(self) -> str | None:
+        """The store the tokens are kept in (None: the default store)."""
+        return self._store_url
+
+    @property
     def oidc(self) -> OidcVerifier | None:
         """The OIDC verifier, when OIDC is configured."""
         return self._oidc

@@ -128,8 +128,44 @@ def create_token(
 ) -> str:
     """Create a token and return its value (shown once: only its hash is kept).
 
-    Raises :class:`TokenError` for a bad name, an unknown role, no role, or a name that an
-    active token already has."""
+    Raises :class:`TokenError` for a bad name, an unknown role, no role, an expiry in the past,
+    or a name that an active token already has. Created and refused alike are audited."""
+    patterns = [p.strip() for p in definitions or [] if p.strip()]
+    try:
+        checked = _checked(name, roles, expires_at)
+        token = _insert(
+            name,
+            checked,
+            patterns,
+            [g.strip() for g in groups or [] if g.strip()],
+            expires_at,
+            by,
+            store_url,
+        )
+    except TokenError as e:
+        audit.record(
+            "token.create",
+            name,
+            user=by,
+            via=via,
+            outcome="refused",
+            detail=str(e),
+            store_url=store_url,
+        )
+        raise
+    scope = f" for definitions {', '.join(patterns)}" if patterns else ""
+    audit.record(
+        "token.create",
+        name,
+        user=by,
+        via=via,
+        detail=f"roles {', '.join(checked)}{scope}",
+        store_url=store_url,
+    )
+    return token
+
+
+def _checked(name: str, roles: list[str], expires_at: dt.datetime | None) -> list[str]:
     if not _NAME.match(name):
         raise TokenError(
             f"token name {name!r}: 1 to 200 letters, digits, '.', '_', '@' or '-', "
@@ -141,28 +177,28 @@ def create_token(
         checked = check_roles(roles)
     except ValueError as e:
         raise TokenError(str(e)) from None
-    patterns = [p.strip() for p in definitions or [] if p.strip()]
-    cleaned_groups = [g.strip() for g in groups or [] if g.strip()]
     if expires_at is not None and expires_at <= dt.datetime.now(dt.UTC):
         raise TokenError("the expiry is in the past")
+    return checked
+
+
+def _insert(
+    name: str,
+    roles: list[str],
+    patterns: list[str],
+    groups: list[str],
+    expires_at: dt.datetime | None,
+    by: str | None,
+    store_url: str | None,
+) -> str:
     token = PREFIX + secrets.token_urlsafe(32)
-    engine = open_store(store_url)
-    with engine.begin() as connection:
+    with open_store(store_url).begin() as connection:
         active = connection.execute(
             select(func.count())
             .select_from(tokens_table)
             .where(tokens_table.c.name == name, tokens_table.c.revoked_at.is_(None))
         ).scalar_one()
         if active:
-            audit.record(
-                "token.create",
-                name,
-                user=by,
-                via=via,
-                outcome="refused",
-                detail="an active token has this name",
-                store_url=store_url,
-            )
             raise TokenError(
                 f"an active token is named {name!r}: revoke it first "
                 f"(tideflow token revoke {name}) or choose another name"
@@ -171,8 +207,8 @@ def create_token(
             insert(tokens_table).values(
                 name=name,
                 hash=_hash(token),
-                roles=json.dumps(checked),
-                groups=json.dumps(cleaned_groups),
+                roles=json.dumps(roles),
+                groups=json.dumps(groups),
                 definitions=json.dumps(patterns),
                 created_at=_now(),
                 created_by=by,
@@ -181,15 +217,6 @@ def create_token(
                 else None,
             )
         )
-    scope = f" for definitions {', '.join(patterns)}" if patterns else ""
-    audit.record(
-        "token.create",
-        name,
-        user=by,
-        via=via,
-        detail=f"roles {', '.join(checked)}{scope}",
-        store_url=store_url,
-    )
     return token
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from starter.api.errors import ERROR_RESPONSES, ApiError, field_error
@@ -51,14 +51,23 @@ class TokenCreated(BaseModel):
     token: str
 
 
+def _store(request: Request) -> str | None:
+    """The store of the app's authenticator (where its tokens are checked)."""
+    url: str | None = request.app.state.tideflow_auth.store_url
+    return url
+
+
 @router.get("/tokens", response_model=list[TokenOut])
-async def list_tokens() -> list[dict[str, Any]]:
+async def list_tokens(request: Request) -> list[dict[str, Any]]:
     """Every token, revoked and expired ones too."""
-    return [info.as_json() for info in await asyncio.to_thread(tokens.list_tokens)]
+    listed = await asyncio.to_thread(tokens.list_tokens, store_url=_store(request))
+    return [info.as_json() for info in listed]
 
 
 @router.post("/tokens", status_code=201, response_model=TokenCreated)
-async def create_token(body: TokenRequest, identity: IdentityParam) -> TokenCreated:
+async def create_token(
+    body: TokenRequest, identity: IdentityParam, request: Request
+) -> TokenCreated:
     """Create a token; its value is in this answer only (the store keeps its hash)."""
     try:
         expires = tokens.parse_expiry(body.expires) if body.expires else None
@@ -74,6 +83,7 @@ async def create_token(body: TokenRequest, identity: IdentityParam) -> TokenCrea
             expires_at=expires,
             by=identity.user,
             via="api",
+            store_url=_store(request),
         )
     except tokens.TokenError as e:
         raise ApiError(422, str(e)) from None
@@ -81,9 +91,11 @@ async def create_token(body: TokenRequest, identity: IdentityParam) -> TokenCrea
 
 
 @router.delete("/tokens/{name}", status_code=204)
-async def revoke_token(name: str, identity: IdentityParam) -> None:
+async def revoke_token(name: str, identity: IdentityParam, request: Request) -> None:
     """Revoke the active token of that name (404 when there is none)."""
     try:
-        await asyncio.to_thread(tokens.revoke_token, name, by=identity.user, via="api")
+        await asyncio.to_thread(
+            tokens.revoke_token, name, by=identity.user, via="api", store_url=_store(request)
+        )
     except tokens.TokenError as e:
         raise ApiError(404, str(e)) from None
