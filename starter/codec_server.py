@@ -140,7 +140,7 @@ def create_codec_app(
 
     async def identity_of(request: Request) -> Identity:
         identity = await authenticator.authenticate(request.headers.get("authorization"))
-        require(identity, Permission.DECODE)
+        require(identity, Permission.DECODE, somewhere=True)  # runs are checked per payload
         return identity
 
     async def body_payloads(request: Request) -> list[Payload]:

@@ -120,9 +120,16 @@ class Authenticator:
         return await asyncio.to_thread(verify_token, credential, store_url=self._store_url)
 
 
-def require(identity: Identity, permission: Permission, definition: str | None = None) -> None:
+def require(
+    identity: Identity,
+    permission: Permission,
+    definition: str | None = None,
+    *,
+    somewhere: bool = False,
+) -> None:
     """Raise :class:`Denied` (403) unless ``identity`` has ``permission`` (on ``definition``
-    when it is limited); the message names the permission and the roles granting it."""
+    when it is limited; on some definition at least with ``somewhere``); the message names the
+    permission and the roles granting it."""
     if permission not in identity.permissions:
         granted = ", ".join(identity.roles) or "no role"
         raise Denied(
@@ -130,7 +137,7 @@ def require(identity: Identity, permission: Permission, definition: str | None =
             f"{identity.user} lacks the {permission.value!r} permission (granted by "
             f"{', '.join(roles_with(permission))}; {identity.user} has {granted})",
         )
-    if not identity.covers(definition):
+    if not somewhere and not identity.covers(definition):
         limits = ", ".join(identity.definitions)
         what = f"definition {definition!r}" if definition else "runs of every definition"
         raise Denied(
