@@ -88,6 +88,7 @@ class TideflowClient:
         roles: list[str] | None = None,
         origin: str | None = "cli",
         audit: bool = True,
+        lineage: bool = True,
     ) -> TideflowClient:
         """Connect as Temporal's environment configuration says (``TEMPORAL_ADDRESS``, default
         localhost:7233, ``TEMPORAL_NAMESPACE``, a ``TEMPORAL_PROFILE`` with TLS, client
@@ -109,6 +110,7 @@ class TideflowClient:
             task_queue=settings.task_queue if settings else None,
             origin=origin,
             audit=audit,
+            lineage=lineage,
         )
 
     def acting_as(
