@@ -262,9 +262,13 @@ def entries(
 
 
 def _utc_naive(moment: dt.datetime) -> dt.datetime:
-    """UTC without a zone: how times are stored (SQLite keeps no zone)."""
+    """UTC without a zone: how times are stored (SQLite keeps no zone). Times too close to the
+    calendar's ends to shift into UTC become its first or last moment."""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+        try:
+            moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:
+            return dt.datetime.min if moment.year < 2 else dt.datetime.max
     return moment
 
 
@@ -286,9 +290,13 @@ def parse_since(text: str, *, now: dt.datetime | None = None) -> dt.datetime:
     now = now or dt.datetime.now(dt.UTC)
     duration = parse_duration(text)
     if duration is not None:
-        return now - duration
+        try:
+            return now - duration
+        except OverflowError:  # further back than the calendar: everything
+            return dt.datetime.min.replace(tzinfo=dt.UTC)
     try:
-        moment = dt.datetime.fromisoformat(text.strip())
+        # RFC 3339 allows a lower-case t and z, and a leap second.
+        moment = dt.datetime.fromisoformat(text.strip().upper().replace(":60", ":59"))
     except ValueError:
         raise ValueError(
             f"{text!r} is neither a duration (30m, 2h, 7d) nor an ISO date/time "

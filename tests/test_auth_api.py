@@ -486,7 +486,8 @@ async def test_token_management_over_http(secured: Secured) -> None:
     bad = await secured.http.post(
         "/tokens", json={"name": "x", "roles": ["root"]}, headers=secured.auth("admin")
     )
-    assert bad.status_code == 422 and "unknown role 'root'" in bad.json()["detail"]
+    assert bad.status_code == 422
+    assert bad.json()["problems"][0]["field"].startswith("body.roles")
     gone = await secured.http.delete(f"/tokens/{name}", headers=secured.auth("admin"))
     assert gone.status_code == 204
     after = await secured.http.get("/definitions", headers={"Authorization": f"Bearer {token}"})
@@ -496,7 +497,14 @@ async def test_token_management_over_http(secured: Secured) -> None:
     actions = [(e.action, e.target, e.outcome, e.via) for e in trail]
     assert ("token.create", name, "ok", "api") in actions
     assert ("token.revoke", name, "ok", "api") in actions
-    assert ("token.create", "x", "refused", "api") in actions
+    duplicate = await secured.http.post(
+        "/tokens", json={"name": "admin", "roles": ["viewer"]}, headers=secured.auth("admin")
+    )
+    assert duplicate.status_code == 422 and "an active token is named" in duplicate.text
+    trail = audit.entries(user="admin", store_url=secured.store)
+    assert ("token.create", "admin", "refused", "api") in [
+        (e.action, e.target, e.outcome, e.via) for e in trail
+    ]
 
 
 # --- OIDC ----------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from starter.api import routers
 from starter.api.errors import TemporalUnavailable, install_error_handlers
 from starter.api.limits import ApiLimits, install_body_limit
 from starter.api.parsing import DefinitionParser
-from starter.api.permissions import guard
+from starter.api.permissions import document_permissions, guard
 from starter.api.routers.docs import install_docs
 from starter.api.runtime import TRIGGERS_USER, Runtime, TemporalConnection
 from starter.auth import Authenticator, is_loopback
@@ -113,6 +113,7 @@ def create_app(
     for router in routers.ALL:
         app.include_router(router)
     install_docs(app)
+    document_permissions(app)
     return app
 
 

@@ -31,15 +31,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from temporalio.service import RPCError
 
 from starter import audit
-from starter.auth import Authenticator, Denied, Identity, Permission, require
+from starter.auth import Authenticator, Denied, Identity, Permission, require, roles_with
 
 log = logging.getLogger("tideflow.api")
 
@@ -194,3 +194,54 @@ def check(identity: Identity, permission: Permission, definition: str | None) ->
         require(identity, permission, definition)
     except Denied as e:
         raise _deny(e) from None
+
+
+def document_permissions(app: FastAPI) -> None:
+    """Show each operation's permission in the OpenAPI document: a bearer security scheme,
+    ``security`` and the 401/403 answers on every operation that needs a permission, and its
+    permission (``x-tideflow-permission``) and the roles granting it in its description. While
+    no authentication is configured (the API open on the loopback interface) the bearer token
+    is documented as optional."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        if schema.get("x-tideflow-permissions"):
+            return schema
+        authenticator: Authenticator = app.state.tideflow_auth
+        security: list[dict[str, list[str]]] = [{"bearer": []}]
+        if not authenticator.enabled():
+            security.append({})  # an empty requirement: no credentials accepted too
+        components = schema.setdefault("components", {})
+        components.setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "a Tideflow token (tideflow token create) or an OIDC access token",
+        }
+        error = {"$ref": "#/components/schemas/ErrorOut"}
+        for path, operations in schema.get("paths", {}).items():
+            for method, operation in operations.items():
+                rule = rule_for(method, path)
+                if rule is None or rule.permission is None:
+                    continue
+                permission = rule.permission.value
+                roles = ", ".join(roles_with(rule.permission))
+                operation["security"] = security
+                operation["x-tideflow-permission"] = permission
+                operation["description"] = (
+                    f"{operation.get('description', '')}\n\nNeeds the `{permission}` permission "
+                    f"({roles})."
+                ).strip()
+                answers = operation.setdefault("responses", {})
+                for status, text in (
+                    ("401", "no valid credentials"),
+                    ("403", "the credentials lack the permission"),
+                ):
+                    answers.setdefault(
+                        status,
+                        {"description": text, "content": {"application/json": {"schema": error}}},
+                    )
+        schema["x-tideflow-permissions"] = True
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -4,14 +4,14 @@ revoke. The same as ``tideflow token``; every change is in the audit trail."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from starter.api.errors import ERROR_RESPONSES, ApiError, field_error
 from starter.api.permissions import IdentityParam
-from starter.auth import tokens
+from starter.auth import Identity, tokens
 
 router = APIRouter(tags=["governance"], responses=ERROR_RESPONSES)
 
@@ -33,8 +33,11 @@ class TokenOut(BaseModel):
 class TokenRequest(BaseModel):
     """A token to create."""
 
-    name: str = Field(description="the user the token acts as")
-    roles: list[str] = Field(description="viewer, operator, approver, admin")
+    name: str = Field(
+        description="the user the token acts as",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,199}$",
+    )
+    roles: list[Literal["viewer", "operator", "approver", "admin"]] = Field(min_length=1)
     definitions: list[str] = Field(
         default_factory=list, description="limit it to these definition slugs (patterns)"
     )
@@ -57,6 +60,15 @@ def _store(request: Request) -> str | None:
     return url
 
 
+def _authenticated(identity: Identity) -> None:
+    if identity.via == "local":
+        raise ApiError(
+            403,
+            "the API has no authentication yet: make the first token with the CLI "
+            "(tideflow token create NAME --role admin)",
+        )
+
+
 @router.get("/tokens", response_model=list[TokenOut])
 async def list_tokens(request: Request) -> list[dict[str, Any]]:
     """Every token, revoked and expired ones too."""
@@ -68,7 +80,9 @@ async def list_tokens(request: Request) -> list[dict[str, Any]]:
 async def create_token(
     body: TokenRequest, identity: IdentityParam, request: Request
 ) -> TokenCreated:
-    """Create a token; its value is in this answer only (the store keeps its hash)."""
+    """Create a token; its value is in this answer only (the store keeps its hash). The first
+    token is made with the CLI: an API without authentication mints no credentials."""
+    _authenticated(identity)
     try:
         expires = tokens.parse_expiry(body.expires) if body.expires else None
     except ValueError as e:
@@ -77,7 +91,7 @@ async def create_token(
         value = await asyncio.to_thread(
             tokens.create_token,
             body.name,
-            body.roles,
+            [str(role) for role in body.roles],
             definitions=body.definitions,
             groups=body.groups,
             expires_at=expires,
@@ -93,6 +107,7 @@ async def create_token(
 @router.delete("/tokens/{name}", status_code=204)
 async def revoke_token(name: str, identity: IdentityParam, request: Request) -> None:
     """Revoke the active token of that name (404 when there is none)."""
+    _authenticated(identity)
     try:
         await asyncio.to_thread(
             tokens.revoke_token, name, by=identity.user, via="api", store_url=_store(request)
