@@ -31,6 +31,7 @@ from sqlalchemy import update
 from temporalio.api.enums.v1 import EventType
 
 from activities import WorkerSettings
+from interpreter.control import RunInput
 from starter import audit
 from starter.api import create_app
 from starter.api.app import listen_refusal
@@ -460,6 +461,9 @@ async def test_the_audit_trail_and_temporal_identity_of_a_scripted_sequence(
     assert updates == [f"admin@{host}"]
     started = history.events[0].workflow_execution_started_event_attributes
     assert started.identity == f"operator@{host}"
+    converter = secured.tideflow.client.data_converter
+    [run_input] = await converter.decode(started.input.payloads, [RunInput])
+    assert run_input.origin == "api"  # what the run's nodes see as NodeInput.origin
     cancel = [
         e.workflow_execution_cancel_requested_event_attributes.identity
         for e in history.events
