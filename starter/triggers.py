@@ -29,7 +29,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import unquote, urlsplit
 
 from temporalio.client import (
@@ -66,6 +66,7 @@ from interpreter.workflow import WORKFLOW_NAME
 from starter import client as tideflow
 from starter._catalog import Catalog, Entry
 from starter.client import TideflowClient
+from starter.client.definitions import plain_payload
 
 log = logging.getLogger("tideflow.triggers")
 
@@ -301,7 +302,7 @@ def build_schedule(
     Scheduled runs get the workflow id ``<slug>-scheduled`` (Temporal appends the firing time),
     the same search attributes as any run, and a memo naming the trigger.
     """
-    run_input = tideflow.run_input(definition, trigger.inputs)
+    run_input = tideflow.run_input(definition, trigger.inputs, origin="schedule")
     fingerprint = _digest(
         json.dumps(
             {
@@ -339,8 +340,14 @@ def build_schedule(
                 "fingerprint": fingerprint,
             }
         },
-        static_summary=(
-            f"{definition.display_name} {definition.display_version} (schedule)".replace("  ", " ")
+        # Pre-encoded: readable in the Web UI when payloads are encrypted.
+        static_summary=cast(
+            str,
+            plain_payload(
+                f"{definition.display_name} {definition.display_version} (schedule)".replace(
+                    "  ", " "
+                )
+            ),
         ),
     )
     schedule = Schedule(

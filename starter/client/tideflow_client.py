@@ -6,13 +6,11 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Any, cast
 
-from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.converter import DataConverter
 
 from activities import WorkerSettings
 from interpreter import Definition
@@ -29,6 +27,7 @@ from starter.client.connection import (
 )
 from starter.client.definitions import (
     new_workflow_id,
+    plain_payload,
     run_input,
     search_attributes,
     static_summary,
@@ -243,8 +242,10 @@ class TideflowClient:
                 search_attributes=search_attributes(definition),
                 # Pre-encoded, so that no payload codec (encryption) touches them: the Web UI
                 # lists runs by this title whoever looks (the SDK takes a Payload as is).
-                static_summary=cast(str, _plain(static_summary(definition))),
-                static_details=cast(str, _plain(definition.description or None)),
+                static_summary=cast(str, plain_payload(static_summary(definition))),
+                static_details=cast(str, plain_payload(definition.description))
+                if definition.description
+                else None,
                 memo=memo,
             )
         return RunHandle(self, handle)
@@ -336,10 +337,3 @@ class TideflowClient:
     async def has_workers(self, task_queue: str) -> bool:
         """Whether a worker polled ``task_queue`` for workflow tasks recently."""
         return bool(await self.poller_identities(task_queue))
-
-
-def _plain(text: str | None) -> Payload | None:
-    """``text`` as a plain JSON payload (never encrypted: see :meth:`TideflowClient.start`)."""
-    if text is None:
-        return None
-    return DataConverter.default.payload_converter.to_payloads([text])[0]
