@@ -371,3 +371,36 @@ async def test_the_codec_authenticates_key_and_run_and_passes_plain_payloads() -
     other = EncryptionCodec(EncryptionKeys.parse(f"k1:{new_key()}"))
     with pytest.raises(EncryptionError, match="does not decrypt with that key"):
         await other.decode([sealed])
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    import io
+    from contextlib import redirect_stderr
+
+    from starter.cli import main
+
+    err = io.StringIO()
+    with redirect_stderr(err):
+        code = main(list(args))
+    return code, err.getvalue()
+
+
+def test_the_cli_refuses_bad_keys_and_a_codec_server_without_keys_or_auth(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TIDEFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TIDEFLOW_ENCRYPTION_KEYS", raising=False)
+    code, err = _cli("codec-server")
+    assert code == 2 and "TIDEFLOW_ENCRYPTION_KEYS is not set" in err
+    monkeypatch.setenv("TIDEFLOW_ENCRYPTION_KEYS", f"k1:{new_key()}")
+    code, err = _cli("codec-server", "--host", "0.0.0.0")
+    assert code == 2 and "refusing to listen on 0.0.0.0 without authentication" in err
+    monkeypatch.setenv("TIDEFLOW_ENCRYPTION_KEYS", "k1:c2hvcnQ=")
+    code, err = _cli("codec-server")
+    assert code == 2 and "is 5 bytes; AES-256 keys are 32 bytes" in err
+    code, err = _cli("list")
+    assert (code, err.strip()) == (
+        2,
+        "TIDEFLOW_ENCRYPTION_KEYS entry 1 ('k1'): the key is 5 bytes; AES-256 keys are 32 bytes "
+        "(make one with: tideflow encryption-key)",
+    )

@@ -131,9 +131,12 @@ def serve(
     ``host`` is refused."""
     import uvicorn
 
+    from activities.encryption import EncryptionKeys
+
     try:
         limits = ApiLimits.from_env()
         authenticator = Authenticator()
+        EncryptionKeys.from_env()  # a malformed key list stops here, not at the first request
     except ValueError as e:
         print(f"tideflow api: {e}", file=sys.stderr)
         raise SystemExit(2) from None
