@@ -637,3 +637,15 @@ def _review_input(folder: Path) -> Any:
     from starter.client import load, run_input
 
     return run_input(load(folder / "review.yaml"), {})
+
+
+async def test_an_unreachable_token_store_fails_closed(tmp_path: Path) -> None:
+    dead = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/tideflow"
+    app = create_app(tmp_path, triggers=False, authenticator=Authenticator(store_url=dead))
+    async with _serving(app) as http:
+        anonymous = await http.get("/definitions")
+        assert anonymous.status_code == 401  # authentication required: it cannot tell
+        token = await http.get("/definitions", headers={"Authorization": "Bearer tft_" + "a" * 43})
+        assert token.status_code == 503
+        assert "cannot check the token: the store is unreachable" in token.json()["detail"]
+        assert (await http.get("/health")).status_code in (200, 503)  # open either way

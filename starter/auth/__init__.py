@@ -17,6 +17,8 @@ import ipaddress
 import os
 from collections.abc import Mapping
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from starter.auth.oidc import OidcSettings, OidcVerifier, looks_like_jwt
 from starter.auth.roles import (
     ROLE_PERMISSIONS,
@@ -87,8 +89,11 @@ class Authenticator:
         """Whether requests must authenticate (see the module's docstring)."""
         if self._required or self._oidc is not None or self._tokens_seen:
             return True
-        # Once a token exists it always will (revoked tokens stay): remember it.
-        self._tokens_seen = any_token(store_url=self._store_url)
+        try:
+            # Once a token exists it always will (revoked tokens stay): remember it.
+            self._tokens_seen = any_token(store_url=self._store_url)
+        except SQLAlchemyError:
+            return True  # the store cannot say: fail closed
         return self._tokens_seen
 
     async def enabled_async(self) -> bool:
@@ -117,7 +122,12 @@ class Authenticator:
             if self._oidc is None:
                 raise Denied(401, "JWTs are not accepted here: no OIDC issuer is configured")
             return await self._oidc.verify_async(credential)
-        return await asyncio.to_thread(verify_token, credential, store_url=self._store_url)
+        try:
+            return await asyncio.to_thread(verify_token, credential, store_url=self._store_url)
+        except SQLAlchemyError as e:
+            raise Denied(
+                503, f"cannot check the token: the store is unreachable ({type(e).__name__})"
+            ) from None
 
 
 def require(

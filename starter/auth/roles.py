@@ -128,7 +128,8 @@ class Identity:
 
 
 class Denied(Exception):
-    """A request without the credentials (401) or the permission (403) it needs."""
+    """A request without the credentials (401) or the permission (403) it needs (503 when
+    its credentials cannot be checked)."""
 
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
