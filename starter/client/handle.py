@@ -262,11 +262,14 @@ class RunHandle:
         self,
         update: Any,
         request: BaseModel,
-        action: str,
-        detail: str,
+        action: str | None = None,
+        detail: str | None = None,
         *,
         redrive_hint: bool = False,
     ) -> ControlAnswer:
+        """Send an update, recorded in the audit trail as ``action`` (default: the update's
+        name) with ``detail`` (names, never values)."""
+        action = action or getattr(update, "__name__", "update")
         async with self._client.audited(action, self.id, detail=detail):
             try:
                 answer: ControlAnswer = await self._handle.execute_update(update, request)
