@@ -269,8 +269,8 @@ class RunHandle:
     ) -> ControlAnswer:
         """Send an update, recorded in the audit trail as ``action`` (default: the update's
         name) with ``detail`` (names, never values)."""
-        action = action or getattr(update, "__name__", "update")
-        async with self._client.audited(action, self.id, detail=detail):
+        name = action or str(getattr(update, "__name__", "update"))
+        async with self._client.audited(name, self.id, detail=detail):
             try:
                 answer: ControlAnswer = await self._handle.execute_update(update, request)
             except WorkflowUpdateFailedError as e:
