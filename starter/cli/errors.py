@@ -129,7 +129,10 @@ def _tls_failure(text: str) -> str | None:
             "Expired": "the server's certificate has expired",
         }.get(certificate.group(1), f"the server's certificate is refused ({certificate.group(1)})")
         return why
-    if "close_notify" in text or "handshakefailure" in text.lower().replace(" ", ""):
+    alert = re.search(r"received fatal alert: (\w+)", text)
+    if alert:
+        return f"the server refused the TLS handshake ({alert.group(1)})"
+    if "close_notify" in text or "tls handshake eof" in text.lower():
         return (
             "the server closed the TLS connection during the handshake (does it require a "
             "client certificate? give one, signed by a CA the server trusts)"

@@ -130,6 +130,9 @@ class TlsProxy:
     port: int = field(default_factory=free_port)
     clients: list[str] = field(default_factory=list)
     """Common names of the client certificates of accepted connections."""
+    tls12: bool = False
+    """Speak TLS 1.2 at most: a refused client certificate then fails the handshake itself
+    (TLS 1.3 checks it after the handshake, and the client sees the failure later, variously)."""
 
     @property
     def address(self) -> str:
@@ -139,6 +142,8 @@ class TlsProxy:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.server.cert, self.server.key)
         context.set_alpn_protocols(["h2"])
+        if self.tls12:
+            context.maximum_version = ssl.TLSVersion.TLSv1_2
         if self.client_ca is not None:
             context.load_verify_locations(self.client_ca)
             context.verify_mode = ssl.CERT_REQUIRED
