@@ -3,7 +3,8 @@
 ``python worker.py`` (or ``tideflow worker``) connects to ``TEMPORAL_ADDRESS`` (default
 localhost:7233) in ``TEMPORAL_NAMESPACE`` and polls the ``tideflow`` task queue
 (``TIDEFLOW_TASK_QUEUE``). Settings come from the environment and ``TIDEFLOW_CONFIG``
-(see ``activities/settings.py``).
+(see ``activities/settings.py``): the worker's slots, the node pools it also serves (with their
+task-queue rate limits), the extensions whose hooks it calls and its metrics export.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import logging
 import queue
 import signal
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -23,6 +25,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 import activities
 from activities import WorkerResources, WorkerSettings
+from activities.hook_dispatch import HookDispatcher
+from activities.hooks import ExtensionError, load_hooks
+from activities.settings import SettingsError
 from interpreter import observers
 from interpreter.workflow import TideflowWorkflow
 
@@ -59,15 +64,23 @@ def build_worker(
     activities.load_extensions()
     settings = resources.settings
     queue = task_queue or settings.task_queue
+    pool = settings.pools.get(queue)
     return Worker(
         client,
         task_queue=queue,
         workflows=[] if activities_only else [TideflowWorkflow],
         activities=activities.registry.activities(resources, task_queue=queue),
         workflow_runner=workflow_runner(),
-        max_concurrent_activities=settings.max_concurrent_activities,
+        max_concurrent_activities=(
+            pool.max_concurrent_activities
+            if pool and pool.max_concurrent_activities
+            else settings.max_concurrent_activities
+        ),
+        max_concurrent_local_activities=settings.max_concurrent_local_activities,
+        # Temporal's rate limit for the whole task queue, whichever workers poll it.
+        max_task_queue_activities_per_second=pool.rate_limit if pool else None,
         # Bounded so a burst of runs cannot starve the worker's event loop (MACHINE-NOTES).
-        max_concurrent_workflow_tasks=50,
+        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
     )
 
 
@@ -104,27 +117,32 @@ async def running_worker(
 ) -> AsyncIterator[Worker]:
     """Run a worker in the background for the duration of the block (tests, ``tideflow dev``):
     the workflow and nodes on ``task_queue`` (default the settings'), nodes only on the
-    settings' other ``task_queues``; ``workflows: false`` settings run nodes only."""
+    settings' other ``task_queues`` and on each node pool of ``settings.pools``
+    (``workflows: false`` settings run nodes only), and the hooks of the configured
+    extensions (ExtensionError when one cannot be loaded)."""
     from starter.lineage import StoreLineage
 
     recorder = StoreLineage()
     resources = WorkerResources(settings, lineage=recorder)
-    main = task_queue or settings.task_queue
-    queues = list(dict.fromkeys([main, *settings.task_queues]))
+    main_queue = task_queue or settings.task_queue
+    hooks = HookDispatcher(load_hooks(settings), task_queue=main_queue)
+    queues = list(dict.fromkeys([main_queue, *settings.task_queues, *settings.pools]))
     workers = [
         build_worker(
             client,
             resources,
             task_queue=name,
-            activities_only=name != main or not settings.workflows,
+            activities_only=name != main_queue or not settings.workflows,
         )
         for name in queues
     ]
     try:
         with _LineageSink(recorder):
             async with AsyncExitStack() as stack:
-                for worker in workers:
+                await stack.enter_async_context(hooks)  # listening before the first run starts
+                for worker in workers[1:]:
                     await stack.enter_async_context(worker)
+                await stack.enter_async_context(workers[0])
                 yield workers[0]
     finally:
         await resources.aclose()
@@ -143,7 +161,10 @@ async def main(*, development: bool = False) -> None:
     settings = WorkerSettings.from_env()
     if development:
         settings = settings.for_development()
-    client = await connect(settings=settings)
+    monitoring = settings.monitoring
+    client = await connect(
+        settings=settings, metrics_address=monitoring.address if monitoring.enabled else None
+    )
     await ensure_search_attributes(client)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -163,9 +184,28 @@ async def main(*, development: bool = False) -> None:
             "" if settings.workflows else ", nodes only",
             served,
         )
+        for name, pool in settings.pools.items():
+            limit = f", at most {pool.rate_limit:g} activities/s" if pool.rate_limit else ""
+            log.info("node pool %r%s", name, limit)
+        if settings.extensions:
+            enabled = [e.name for e in settings.extensions if e.enabled]
+            log.info("extension hooks: %s", ", ".join(enabled) or "none enabled")
+        if monitoring.enabled:
+            log.info("metrics for Prometheus on http://%s/metrics", monitoring.address)
         await stop.wait()
     log.info("worker stopped")
 
 
+def run_main(*, development: bool = False) -> int:
+    """:func:`main` for a command line: a configuration or extension that does not fit is one
+    line per problem on stderr and exit code 2, never a traceback."""
+    try:
+        asyncio.run(main(development=development))
+    except (SettingsError, ExtensionError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(run_main())

@@ -7,13 +7,16 @@ import contextvars
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from temporalio import activity
 
 from activities._secrets import Redactor
 from activities.settings import WorkerSettings
 from interpreter.node_io import RunInfo, Usage
+
+if TYPE_CHECKING:
+    from activities.values import ValueStore
 
 T = TypeVar("T")
 
@@ -33,6 +36,15 @@ class WorkerResources:
         self._items: dict[str, Any] = {}
         self._closers: list[Callable[[], Any]] = []
         self._lock = asyncio.Lock()
+        self._values: ValueStore | None = None
+
+    def values(self) -> ValueStore:
+        """The worker's store of values passed by reference (one per worker)."""
+        if self._values is None:
+            from activities.values import ValueStore
+
+            self._values = ValueStore(self.settings)
+        return self._values
 
     async def get(
         self,
@@ -79,6 +91,10 @@ class NodeContext:
     usage: Usage | None = None
     last_heartbeat: tuple[Any, ...] = ()
     """The details of the node's latest heartbeat (the registry repeats them to keep alive)."""
+    origin: str | None = None
+    """Where the node's run came from (``NodeInput.origin``: ``inline``, ``api``, ``cli``…)."""
+    local: bool = False
+    """Whether the node runs as a local activity (it cannot heartbeat)."""
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     _activity_context: contextvars.Context | None = field(default=None, repr=False)
     _redactor: Redactor | None = field(default=None, repr=False)
@@ -91,7 +107,7 @@ class NodeContext:
             details = tuple(self._redactor.value(list(details)))
         self.last_heartbeat = details
         loop, context = self._loop, self._activity_context
-        if loop is None or context is None:
+        if loop is None or context is None or self.local:
             return
         try:
             running = asyncio.get_running_loop()

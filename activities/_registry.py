@@ -6,7 +6,8 @@ every type into one Temporal activity named after the type, taking a single
 The wrapper resolves ``${{ secrets.NAME }}`` and redacts their values from everything the node
 leaves behind (:mod:`activities._secrets`), validates the config, maps :mod:`activities.errors`
 onto Temporal failures (retryable or not), caps the output's size (``max_output_mb``), reports
-the attempt number and serves ``cache``.
+the attempt number, serves ``cache`` and measures every attempt of a Tideflow run
+(:mod:`activities._metrics`: outcome, duration, CPU, memory, tokens).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, NoReturn
@@ -29,11 +30,14 @@ from temporalio.exceptions import ApplicationError
 from activities import lineage
 from activities._cache import MISSING, NodeCache
 from activities._context import NodeContext, WorkerResources
+from activities._metrics import Attempt, NodeMetrics
 from activities._secrets import Redactor, redacting_logs, resolve_secrets
 from activities.errors import NodeConfigError, NodeError, PermanentNodeError
 from activities.files import megabytes
+from activities.values import offload, resolve_async
 from interpreter.node_io import NodeInput, NodeResult, RunInfo
 from interpreter.node_types import BUILTIN_ALIASES, RAW_CONFIG_KEYS
+from interpreter.values import has_refs
 
 NodeFunction = Callable[[Any, NodeContext], Any]
 
@@ -47,6 +51,12 @@ class NodeType:
     function: NodeFunction
     aliases: tuple[str, ...] = ()
     description: str = ""
+    execution: Execution | None = None
+    """How a node of this type runs unless it says: ``local`` (cheap enough for a Temporal local
+    activity), or a function of the node's config as written giving ``local`` or None."""
+
+
+Execution = str | Callable[[Mapping[str, Any]], str | None]
 
 
 @dataclass
@@ -85,6 +95,16 @@ class Registry:
         found = self.get(name)
         return found.config_model if found else None
 
+    def default_execution(self, name: str, config: Mapping[str, Any]) -> str | None:
+        """How a node of type ``name`` with ``config`` runs unless it says (the plan compiler
+        asks): ``local`` or None (a regular activity)."""
+        found = self.get(name)
+        if found is None or found.execution is None:
+            return None
+        if isinstance(found.execution, str):
+            return found.execution
+        return found.execution(config)
+
     def names(self) -> list[str]:
         """Every canonical name and alias, sorted."""
         return sorted({*self._types, *self._aliases})
@@ -117,6 +137,7 @@ def node_type(
     config_model: type[BaseModel],
     *,
     aliases: Iterable[str] = (),
+    execution: Execution | None = None,
     registry_: Registry | None = None,
 ) -> Callable[[NodeFunction], NodeFunction]:
     """Register the decorated function as the node type ``name``.
@@ -136,6 +157,7 @@ def node_type(
                 function=function,
                 aliases=(*builtin, *aliases),
                 description=inspect.getdoc(function) or "",
+                execution=execution,
             )
         )
         return function
@@ -155,15 +177,39 @@ def config_error_message(error: ValidationError) -> str:
 def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[..., Any]:
     async def run_node(input: NodeInput) -> NodeResult:
         info = activity.info()
+        metrics = await resources.get(
+            _METRICS, lambda: NodeMetrics(resources.settings), close=NodeMetrics.aclose
+        )
+        attempt = metrics.start(info, input.node_id, node_type.name)
+        if attempt is None:
+            return await measured(input, info, None)
+        try:
+            result = await measured(input, info, attempt)
+        except asyncio.CancelledError as e:
+            metrics.finish(attempt, "cancelled", e)
+            raise
+        except BaseException as e:
+            metrics.finish(attempt, "failed", e)
+            raise
+        attempt.usage = result.usage
+        metrics.finish(attempt, "cached" if result.cached else "completed")
+        return result
+
+    async def measured(
+        input: NodeInput, info: activity.Info, attempt: Attempt | None
+    ) -> NodeResult:
         span = trace.get_current_span()
         span.set_attribute("tideflow.node", input.node_id)
         span.set_attribute("tideflow.node_type", node_type.name)
         span.set_attribute("tideflow.workflow_id", info.workflow_id or "")
         used: dict[str, str] = {}
+        values = resources.values()
+        config_in = await resolve_async(input.config, values)
+        scope = await resolve_async(input.scope, values)
         try:
             raw = RAW_CONFIG_KEYS.get(node_type.name, frozenset())
             resolved = {
-                k: v if k in raw else resolve_secrets(v, used=used) for k, v in input.config.items()
+                k: v if k in raw else resolve_secrets(v, used=used) for k, v in config_in.items()
             }
             config = node_type.config_model.model_validate(resolved)
         except NodeConfigError as e:
@@ -179,8 +225,10 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             attempt=info.attempt,
             settings=resources.settings,
             resources=resources,
-            scope=input.scope,
+            scope=scope,
             limits=input.limits,
+            local=info.is_local,
+            origin=input.origin,
             _loop=asyncio.get_running_loop(),
             _activity_context=contextvars.copy_context(),
             _redactor=redactor or None,
@@ -192,18 +240,29 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             cache_key = NodeCache.key(node_type.name, input.config)
             hit = cache.get(cache_key, input.cache_ttl_seconds)
             if hit is not MISSING:
-                return NodeResult(output=hit, attempt=info.attempt, cached=True)
+                return NodeResult(
+                    output=hit, attempt=info.attempt, cached=True, references=has_refs(hit)
+                )
         with redacting_logs(redactor) if redactor else contextlib.nullcontext():
-            heartbeat = asyncio.create_task(_keep_alive(info.heartbeat_timeout, ctx))
+            # A local activity cannot heartbeat: it runs within the workflow task.
+            heartbeat = asyncio.create_task(
+                _keep_alive(info.heartbeat_timeout, ctx) if not info.is_local else asyncio.sleep(0)
+            )
             try:
                 if inspect.iscoroutinefunction(node_type.function):
                     output = await node_type.function(config, ctx)
                 else:
+                    # In its own thread, whose CPU time is the node's.
+                    call = attempt.measurement.run_in_thread if attempt else _call
                     output = await asyncio.to_thread(
-                        contextvars.copy_context().run, node_type.function, config, ctx
+                        contextvars.copy_context().run, call, node_type.function, config, ctx
                     )
                 output = redactor.value(to_jsonable_python(output))
                 _check_output_size(output, resources.settings.max_output_bytes, input.limits)
+                # Large parts stay out of the workflow: stored, and passed on by reference.
+                output, references = await asyncio.to_thread(
+                    offload, output, values, resources.settings.reference_threshold
+                )
             except asyncio.CancelledError:
                 raise
             except ApplicationError as e:
@@ -216,13 +275,25 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
                 _fail(input, e, info.attempt, node_type.name, redactor)
             finally:
                 heartbeat.cancel()
+                if attempt is not None:
+                    attempt.usage = ctx.usage  # spent even when the node then failed
         if cache is not None:
             cache.put(cache_key, output)
         await lineage.after_node(node_type.name, config, output, ctx)
-        return NodeResult(output=output, attempt=info.attempt, usage=ctx.usage)
+        return NodeResult(
+            output=output, attempt=info.attempt, usage=ctx.usage, references=references
+        )
 
     run_node.__name__ = run_node.__qualname__ = node_type.name.replace(".", "_")
     return activity.defn(name=node_type.name)(run_node)
+
+
+_METRICS = "tideflow.node_metrics"
+"""The worker's :class:`NodeMetrics` among its resources."""
+
+
+def _call(function: NodeFunction, config: Any, ctx: NodeContext) -> Any:
+    return function(config, ctx)
 
 
 def _check_output_size(output: Any, limit: int, limits: dict[str, Any] | None = None) -> None:

@@ -47,6 +47,7 @@ import json
 import math
 import signal
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,14 @@ class _Limits:
         )
 
 
-@node_type("code.python", CodePythonConfig)
+def _execution(config: Mapping[str, Any]) -> str | None:
+    """Code that declares a timeout of a second or less runs as a local activity."""
+    timeout = config.get("timeout")
+    quick = isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout <= 1
+    return "local" if quick else None
+
+
+@node_type("code.python", CodePythonConfig, execution=_execution)
 async def code_python(config: CodePythonConfig, ctx: NodeContext) -> Any:
     """Run inline Python in a sandboxed child process; its return value is the output."""
     limits = ctx.settings.code

@@ -195,9 +195,7 @@ async def _fetch(source: _Source, ctx: NodeContext) -> _Fetched:
             files.read_s3, client, source.location, source.key, max_bytes=cap
         )
         return _Fetched(data, content_type)
-    http = await ctx.resources.get(
-        "egress.client", lambda: egress.new_client(settings), close=egress.close_client
-    )
+    http = await egress.client_for(ctx)
     return await _read_http(http, source, settings.documents.fetch_timeout_seconds, cap)
 
 

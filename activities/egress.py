@@ -31,12 +31,17 @@ from typing import Any
 import httpcore
 import httpx
 
+from activities._context import NodeContext
 from activities.errors import PermanentNodeError
 from activities.files import too_large
 from activities.settings import WorkerSettings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+INLINE_SETTING = (
+    "allow_private_networks_for_inline in the worker configuration "
+    "(TIDEFLOW_ALLOW_PRIVATE_NETWORKS_FOR_INLINE; this run's definition was posted inline)"
+)
 PRIVATE_SETTING = (
     "allow_private_networks in the worker configuration (TIDEFLOW_ALLOW_PRIVATE_NETWORKS)"
 )
@@ -79,6 +84,8 @@ class AddressPolicy:
 
     allow_private: bool = False
     """Loopback and private ranges too (link-local and metadata stay refused)."""
+    setting: str = PRIVATE_SETTING
+    """How a refusal names the setting that would allow private addresses."""
 
     def refusal(self, ip: IPAddress) -> str | None:
         """Why ``ip`` is refused, or None when it may be reached."""
@@ -99,7 +106,7 @@ class AddressPolicy:
             return None
         return (
             f"{kind} address; nodes reach loopback and private addresses only when the worker "
-            f"allows them with {PRIVATE_SETTING}"
+            f"allows them with {self.setting}"
         )
 
     async def resolve(self, host: str, port: int, timeout: float | None) -> list[str]:
@@ -208,12 +215,36 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
 
-def new_client(settings: WorkerSettings) -> httpx.AsyncClient:
-    """An HTTP client for nodes: checked addresses, no redirects of its own, no proxies."""
-    policy = AddressPolicy(allow_private=settings.allow_private_networks)
+UNTRUSTED_ORIGINS = frozenset({"inline"})
+"""Run origins whose definitions a stranger may have written (an inline definition posted to
+the HTTP API): private and loopback addresses stay closed to them unless
+``allow_private_networks_for_inline`` says otherwise, whatever ``allow_private_networks``."""
+
+
+def new_client(settings: WorkerSettings, *, origin: str | None = None) -> httpx.AsyncClient:
+    """An HTTP client for nodes of runs from ``origin``: checked addresses, no redirects of
+    its own, no proxies."""
+    if origin in UNTRUSTED_ORIGINS:
+        policy = AddressPolicy(
+            allow_private=settings.allow_private_networks_for_inline,
+            setting=INLINE_SETTING,
+        )
+    else:
+        policy = AddressPolicy(allow_private=settings.allow_private_networks)
     return httpx.AsyncClient(
         transport=_GuardedTransport(policy), trust_env=False, follow_redirects=False
     )
+
+
+async def client_for(ctx: NodeContext) -> httpx.AsyncClient:
+    """The worker's shared client for the node's run origin (one per trust level)."""
+    untrusted = ctx.origin in UNTRUSTED_ORIGINS
+    key = "egress.client.untrusted" if untrusted else "egress.client"
+    origin = ctx.origin if untrusted else None
+    client: httpx.AsyncClient = await ctx.resources.get(
+        key, lambda: new_client(ctx.settings, origin=origin), close=close_client
+    )
+    return client
 
 
 async def close_client(client: httpx.AsyncClient) -> None:

@@ -9,6 +9,7 @@ status unless ``expect_status`` lists it).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import httpx
@@ -59,12 +60,24 @@ class HttpRequestConfig(BaseModel):
         return self
 
 
-@node_type("http.request", HttpRequestConfig)
+def _execution(config: Mapping[str, Any]) -> str | None:
+    """A short GET (or HEAD) runs as a local activity: read-only and quick, it gains nothing
+    from a trip through the task queue. Anything else, or a method chosen by an expression,
+    is a regular activity."""
+    method = config.get("method", "GET")
+    timeout = config.get("timeout", 30.0)
+    quick = isinstance(timeout, int | float) and timeout <= LOCAL_TIMEOUT_SECONDS
+    return "local" if method in ("GET", "HEAD", "get", "head") and quick else None
+
+
+LOCAL_TIMEOUT_SECONDS = 10.0
+"""The longest ``timeout`` of a request that runs as a local activity by default."""
+
+
+@node_type("http.request", HttpRequestConfig, execution=_execution)
 async def http_request(config: HttpRequestConfig, ctx: NodeContext) -> dict[str, Any]:
     """Send one HTTP request; fail on an unexpected status (5xx and 429 are retried)."""
-    client = await ctx.resources.get(
-        "egress.client", lambda: egress.new_client(ctx.settings), close=egress.close_client
-    )
+    client = await egress.client_for(ctx)
     where = f"{config.method} {config.url}"
     try:
         response = await egress.request(

@@ -1,5 +1,6 @@
 """The notify family: ``notify.webhook`` (alias ``notification``), ``notify.email`` and
-``notify.slack``.
+``notify.slack``, and ``notify.lifecycle``, which the workflow starts to tell a definition's
+``notifications:`` channels what happened to a run.
 
 Credentials never need to sit in a definition: write ``${{ secrets.NAME }}`` in any config
 value (a webhook URL, an ``Authorization`` header) and the worker replaces it with its
@@ -10,17 +11,23 @@ of Temporal's history. The SMTP server and the default Slack webhook are worker 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import smtplib
 import ssl
+from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, make_msgid
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from pathlib import Path
+from string import Template
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlsplit
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from temporalio import activity
 
 from activities._context import NodeContext
 from activities._registry import node_type
@@ -57,9 +64,9 @@ def _redact(url: str) -> str:
     return f"{parts.scheme}://{host}{path}"
 
 
-def _check_url(url: str) -> str:
+def _check_url(url: str, name: str = "url") -> str:
     if not url.startswith(("http://", "https://")):
-        raise ValueError("url must start with http:// or https://")
+        raise ValueError(f"{name} must start with http:// or https://")
     return url
 
 
@@ -456,3 +463,235 @@ def notify_email(config: EmailConfig, ctx: NodeContext) -> dict[str, Any]:
     message, sender, recipients = _build_message(config, settings)
     _deliver(settings, message, sender, recipients)
     return {"message_id": message["Message-ID"], "recipients": recipients}
+
+
+# --------------------------------------------------------------------------------------------
+# Run lifecycle events (`notifications:` of a definition)
+
+
+class _Channel(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class WebhookChannel(_Channel):
+    """A ``notifications:`` webhook: the event is POSTed as JSON (with the message and links)."""
+
+    url: str = Field(description="http(s) URL; may hold `${{ secrets.NAME }}`")
+    headers: dict[str, str] = Field(default_factory=dict)
+    method: Literal["POST", "PUT", "PATCH"] = "POST"
+    timeout: float = Field(default=30.0, gt=0, description="Seconds.")
+    expect_status: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhookChannel:
+        if "${{" not in self.url:
+            _check_url(self.url)
+        return self
+
+
+class EmailChannel(_Channel):
+    """A ``notifications:`` email, sent through the worker's SMTP server."""
+
+    to: Addresses
+    cc: Addresses | None = None
+    bcc: Addresses | None = None
+    subject: str | None = Field(
+        default=None,
+        description="Default: `Tideflow: <definition> <version> run <id> <what happened>`; "
+        "may use $definition, $version, $workflow_id, $event and $status.",
+    )
+    sender: str | None = None
+    reply_to: Addresses | None = None
+
+
+class SlackChannel(_Channel):
+    """A ``notifications:`` Slack message (an incoming webhook)."""
+
+    webhook_url: str | None = None
+    channel: str | None = None
+    username: str | None = None
+    icon_emoji: str | None = None
+    timeout: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SlackChannel:
+        if self.webhook_url is not None and "${{" not in self.webhook_url:
+            _check_url(self.webhook_url, "webhook_url")
+        return self
+
+
+class _WebhookTarget(_Channel):
+    type: Literal["notify.webhook", "webhook"]
+    config: WebhookChannel
+
+
+class _EmailTarget(_Channel):
+    type: Literal["notify.email", "email"]
+    config: EmailChannel
+
+
+class _SlackTarget(_Channel):
+    type: Literal["notify.slack", "slack"]
+    config: SlackChannel
+
+
+class LifecycleEvent(BaseModel):
+    """What happened to a run (built by the workflow)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    workflow_id: str
+    run_id: str = ""
+    definition: str = ""
+    version: str = ""
+    slug: str = ""
+    event: str
+    status: str = ""
+    error: str | None = None
+    nodes: list[str] | None = None
+
+
+class LifecycleConfig(BaseModel):
+    """Config of ``notify.lifecycle``: the channel (a definition's ``notifications:`` entry)
+    and the event; the workflow starts it, definitions do not name it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Annotated[_WebhookTarget | _EmailTarget | _SlackTarget, Field(discriminator="type")]
+    event: LifecycleEvent | None = None
+    """None only when a definition's channel is checked at load time."""
+
+
+_HAPPENED = {
+    "started": "started",
+    "completed": "completed",
+    "failed": "failed",
+    "cancelled": "was cancelled",
+    "needs_attention": "needs attention",
+    "budget": "was stopped by its budget",
+}
+
+
+@dataclass(frozen=True)
+class _Message:
+    subject: str
+    lines: list[str]
+    links: dict[str, str]
+
+
+def _message(event: LifecycleEvent, ctx: NodeContext) -> _Message:
+    what = _HAPPENED.get(event.event, event.event)
+    name = " ".join(p for p in (event.definition, event.version) if p) or "a workflow"
+    subject = f"Tideflow: {name} run {event.workflow_id} {what}"
+    lines = [f"Run {event.workflow_id} of {name} {what}."]
+    if event.status:
+        lines.append(f"Status: {event.status}")
+    if event.error:
+        lines.append(f"Error: {event.error}")
+    if event.nodes:
+        lines.append(f"Nodes: {', '.join(event.nodes)}")
+    links = run_links(ctx, event.workflow_id, event.run_id)
+    if "run_page" in links:
+        lines.append(f"Run page: {links['run_page']}")
+    lines.append(f"Temporal Web UI: {links['web_ui']}")
+    return _Message(subject, lines, links)
+
+
+def run_links(ctx: NodeContext, workflow_id: str, run_id: str) -> dict[str, str]:
+    """Links to a run: the Temporal Web UI's page (``ui_url``, else the embedded server's UI when
+    it runs from the worker's data folder, else localhost:8233) and, when the worker knows the
+    HTTP API's address (``api_url``), Tideflow's run page."""
+    settings = ctx.settings
+    namespace = _namespace()
+    base = (settings.ui_url or _embedded_ui(settings.home) or "http://localhost:8233").rstrip("/")
+    tail = f"/{quote(run_id, safe='')}" if run_id else ""
+    links = {
+        "web_ui": f"{base}/namespaces/{quote(namespace, safe='')}/workflows/"
+        f"{quote(workflow_id, safe='')}{tail}/history"
+    }
+    if settings.api_url:
+        links["run_page"] = f"{settings.api_url.rstrip('/')}/ui/runs/{quote(workflow_id, safe='')}"
+    return links
+
+
+def _embedded_ui(home: Path) -> str | None:
+    """The Web UI address ``tideflow server``/``dev`` wrote to ``<home>/server.json``, if that
+    server is alive."""
+    try:
+        info = json.loads((home / "server.json").read_text())
+        os.kill(int(info["pid"]), 0)
+        return str(info["ui_url"]) if info.get("ui_url") else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _namespace() -> str:
+    try:
+        return activity.info().workflow_namespace or "default"
+    except RuntimeError:  # called outside an activity (tests of the message)
+        return os.environ.get("TEMPORAL_NAMESPACE", "default")
+
+
+@node_type("notify.lifecycle", LifecycleConfig)
+async def notify_lifecycle(config: LifecycleConfig, ctx: NodeContext) -> dict[str, Any]:
+    """Tell a channel what happened to a run (a definition's ``notifications:``): a webhook
+    gets the event as JSON with ``message`` and ``links``; an email and a Slack message say it
+    in words, with the links to the run. Started by the workflow, not written in definitions.
+    """
+    event = config.event
+    if event is None:
+        raise NodeConfigError("notify.lifecycle needs the event")
+    message = _message(event, ctx)
+    target = config.channel
+    if isinstance(target, _WebhookTarget):
+        hook = target.config
+        payload = {
+            **event.model_dump(exclude_none=True),
+            "message": message.lines[0],
+            "links": message.links,
+        }
+        sent: dict[str, Any] = await notify_webhook(
+            WebhookConfig(
+                url=hook.url,
+                payload=payload,
+                headers=hook.headers,
+                method=hook.method,
+                timeout=hook.timeout,
+                expect_status=hook.expect_status,
+            ),
+            ctx,
+        )
+        return sent
+    if isinstance(target, _SlackTarget):
+        slack = target.config
+        text = "\n".join([f"*{message.subject}*", *message.lines[1:]])
+        posted: dict[str, Any] = await notify_slack(
+            SlackConfig(
+                webhook_url=slack.webhook_url,
+                text=text,
+                channel=slack.channel,
+                username=slack.username,
+                icon_emoji=slack.icon_emoji,
+                timeout=slack.timeout,
+            ),
+            ctx,
+        )
+        return posted
+    mail = target.config
+    subject = message.subject
+    if mail.subject:
+        fields = event.model_dump(exclude_none=True)
+        subject = Template(mail.subject).safe_substitute(
+            {k: str(v) for k, v in fields.items() if isinstance(v, str | int | float)}
+        )
+    email_config = EmailConfig(
+        to=mail.to,
+        cc=mail.cc,
+        bcc=mail.bcc,
+        subject=subject,
+        body="\n".join(message.lines) + "\n",
+        sender=mail.sender,
+        reply_to=mail.reply_to,
+    )
+    mailed: dict[str, Any] = await asyncio.to_thread(notify_email, email_config, ctx)
+    return mailed

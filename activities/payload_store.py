@@ -45,6 +45,7 @@ from temporalio.converter import (
     StorageDriver,
     StorageDriverClaim,
     StorageDriverRetrieveContext,
+    StorageDriverSelectContext,
     StorageDriverStoreContext,
 )
 
@@ -253,21 +254,43 @@ def storage_driver(store: str) -> StorageDriver:
     raise ValueError(f"payload store {store}: use file:///folder or s3://bucket/prefix")
 
 
+_ONCE_PER_RUN = (b'{"plan":', b'{"workflow_id":')
+"""How a run's input (its plan) and its result (its report) begin as JSON: each is written to
+history once per run and, for the same definition, the same plan again and again."""
+
+
 def data_converter(
     settings: WorkerSettings, *, codec: EncryptionCodec | None = None
 ) -> DataConverter:
     """The pydantic data converter with the payload store behind it (client and worker alike).
 
+    Any payload over ``payload_threshold`` (256 KiB) is stored by reference. A run's input and
+    its result go there from ``history_inline_limit`` (1 KiB) on: they carry the plan and the
+    report, which grow with the definition, not with what a node does — so a run's history
+    stays within a few hundred bytes of a hand-written workflow's doing the same work.
+
     With ``codec`` (default: the keys of ``TIDEFLOW_ENCRYPTION_KEYS``, if set) every payload is
     encrypted before it is stored or sent, and failure messages travel as an encoded attribute
-    (see :mod:`activities.encryption`)."""
+    (see :mod:`activities.encryption`); encrypted payloads no longer show what they begin with,
+    so only the size threshold sends them to the store."""
     from temporalio.contrib.pydantic import pydantic_data_converter
+
+    driver = storage_driver(settings.resolved_payload_store)
+    large = settings.payload_threshold
+    inline = settings.history_inline_limit
+
+    def select(_context: StorageDriverSelectContext, payload: Payload) -> StorageDriver | None:
+        size = payload.ByteSize()
+        if size >= large or (inline and size >= inline and payload.data.startswith(_ONCE_PER_RUN)):
+            return driver
+        return None
 
     converter = dataclasses.replace(
         pydantic_data_converter,
         external_storage=ExternalStorage(
-            drivers=[storage_driver(settings.resolved_payload_store)],
-            payload_size_threshold=settings.payload_threshold,
+            drivers=[driver],
+            driver_selector=select,
+            payload_size_threshold=min(large, inline) if inline else large,
         ),
     )
     codec = codec or codec_from_env()

@@ -1,21 +1,28 @@
-"""Worker settings: where data lives, named connections, provider credentials.
+"""Worker settings: where data lives, named connections, provider credentials, the engine's
+slots, default retry, metrics, extensions, node pools and outbox bounds.
 
 Read once when the worker starts, from the environment and an optional YAML file
-(``TIDEFLOW_CONFIG``, default ``<TIDEFLOW_HOME>/worker.yaml`` when it exists). Environment
-variables win over the file. Node types get them through ``NodeContext.settings``.
+(``TIDEFLOW_CONFIG``, default ``<TIDEFLOW_HOME>/worker.yaml`` when it exists), in this native
+form or seed 003's ``workflow_engine:`` form (:mod:`activities.settings_file`). Environment
+variables win over the file. A setting that does not fit is a :class:`SettingsError`, one
+``FILE:LINE:COL: message`` line per problem. Node types get them through
+``NodeContext.settings``; the starter (CLI, API) reads the same file for the task queue, the
+default retry it compiles into plans, and the outbox's bounds.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from interpreter.model import Duration, RetrySpec
 
 EXAMPLES_FOLDER = Path(__file__).resolve().parent.parent / "examples"
 """The project's examples (sample definitions and documents), readable by development workers."""
@@ -106,6 +113,108 @@ class DocumentsSettings(_Section):
     """Longest tesseract may take on one page or image."""
 
 
+MetricFamily = Literal["latency", "throughput", "failures", "slots", "polls"]
+"""Families of the worker's Prometheus metrics (seed 003's ``monitoring.metrics`` names the first
+three); :data:`METRIC_FAMILIES` lists the Temporal metrics in each."""
+
+_ALL_FAMILIES: tuple[MetricFamily, ...] = typing.get_args(MetricFamily)
+
+METRIC_FAMILIES: dict[str, tuple[str, ...]] = {
+    "latency": (
+        "temporal_activity_execution_latency",
+        "temporal_activity_schedule_to_start_latency",
+        "temporal_workflow_task_execution_latency",
+        "temporal_workflow_endtoend_latency",
+    ),
+    "throughput": ("temporal_workflow_completed", "temporal_activity_poll_no_task"),
+    "failures": (
+        "temporal_activity_execution_failed",
+        "temporal_workflow_failed",
+        "temporal_workflow_task_execution_failed",
+    ),
+    "slots": ("temporal_worker_task_slots_available", "temporal_worker_task_slots_used"),
+    "polls": ("temporal_num_pollers", "temporal_request"),
+}
+
+
+class MonitoringSettings(_Section):
+    """The worker's metrics export: Temporal's worker metrics for Prometheus at ``address``
+    (``TIDEFLOW_METRICS_ADDRESS`` turns it on)."""
+
+    enabled: bool = False
+    address: str = "127.0.0.1:9464"
+    """``host:port`` the ``/metrics`` endpoint listens on."""
+    metrics: list[MetricFamily] = Field(default_factory=lambda: list(_ALL_FAMILIES))
+    """The families operators watch; the endpoint serves every Temporal worker metric, these
+    among them (:data:`METRIC_FAMILIES`)."""
+
+
+class ExtensionSettings(_Section):
+    """An extension whose hooks the worker calls on run and node events, found by ``name`` in
+    the ``tideflow.extensions`` entry-point group (:mod:`activities.hooks`)."""
+
+    name: str = Field(min_length=1)
+    enabled: bool = True
+    timeout_seconds: float = Field(default=5.0, gt=0)
+    """Longest a hook may take on one event before it is disabled on this worker."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Handed to the extension's setup function as they are."""
+    _where: str = PrivateAttr(default="")
+
+    @property
+    def where(self) -> str:
+        """``FILE:LINE:COL`` of the extension's name in the configuration file (or empty)."""
+        return self._where
+
+
+def _rate(value: Any) -> Any:
+    """``10/s``, ``600/m``, ``3600/h`` or a number: tasks per second."""
+    if isinstance(value, str):
+        count, slash, unit = value.replace(" ", "").partition("/")
+        per = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
+        per |= {"h": 3600.0, "hour": 3600.0}
+        try:
+            rate = float(count)
+        except ValueError:
+            rate = -1.0
+        if not slash or unit not in per or rate <= 0:
+            raise ValueError(f"{value!r} is not a rate (write 10/s, 600/m or 3600/h)")
+        return rate / per[unit]
+    return value
+
+
+class PoolSettings(_Section):
+    """A task queue this worker polls for node activities (a node pool: nodes with
+    ``task_queue:`` of that name), or the main queue's activity limits when named after it."""
+
+    rate_limit: float | None = Field(default=None, gt=0)
+    """Activities per second started from this task queue, across every worker that polls it
+    (Temporal's task-queue rate limit); written ``10/s``, ``600/m`` or a number."""
+    max_concurrent_activities: int | None = Field(default=None, ge=1)
+    """Activity slots of this worker on the pool (default: ``max_concurrent_activities``)."""
+
+    _rate_limit = field_validator("rate_limit", mode="before")(_rate)
+
+
+class OutboxAlert(_Section):
+    """Where the outbox's backlog alert goes: a notify node type and its config."""
+
+    type: Literal["notify.webhook", "notify.email", "notify.slack"]
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutboxSettings(_Section):
+    """Bounds of the start outbox (starts kept while Temporal cannot take them)."""
+
+    max_pending: int = Field(default=100, ge=1)
+    """More starts than this waiting is an alert (and a failed ``doctor``/``/health`` check)."""
+    max_age: Duration = 300.0
+    """A start waiting longer than this is an alert."""
+    alert: OutboxAlert | None = None
+    wait_seconds: float = Field(default=5.0, ge=0)
+    """How long a start request waits for its delivery before it is answered 202 (pending)."""
+
+
 class WorkerSettings(_Section):
     """Everything a worker and its node types are configured with."""
 
@@ -114,6 +223,10 @@ class WorkerSettings(_Section):
     task_queue: str = "tideflow"
     payload_threshold: int = 256 * 1024
     """Values bigger than this many bytes travel as references to the payload store."""
+    history_inline_limit: int = 1024
+    """A run's input (its plan) and result (its report) over this many bytes are stored in the
+    payload store and referenced from history (``TIDEFLOW_HISTORY_INLINE_LIMIT``; 0 keeps them
+    inline, readable in the Web UI without a codec server)."""
     payload_store: str | None = None
     """``file:///folder`` or ``s3://bucket/prefix``; default ``<home>/payloads``."""
     file_root: Path | None = None
@@ -122,6 +235,10 @@ class WorkerSettings(_Section):
     """More folders nodes may read and write local files in (``TIDEFLOW_FILE_ROOTS``, separated
     by ``:``). Always allowed besides: the file root, ``<home>/uploads`` and, when the payload
     store is a folder, its ``uploads`` subfolder. See :meth:`allowed_file_roots`."""
+    allow_private_networks_for_inline: bool = False
+    """Whether runs of definitions posted inline to the HTTP API (origin ``inline``) may reach
+    loopback and private addresses too (``TIDEFLOW_ALLOW_PRIVATE_NETWORKS_FOR_INLINE``): a
+    stranger may have written them, so ``allow_private_networks`` alone does not open them."""
     allow_private_networks: bool = False
     """Whether http.request and documents.parse may reach loopback and private addresses
     (``TIDEFLOW_ALLOW_PRIVATE_NETWORKS``). Off for a plain worker, on for ``tideflow dev``, the
@@ -132,6 +249,9 @@ class WorkerSettings(_Section):
     http.request responses), in MiB (``TIDEFLOW_MAX_DOWNLOAD_MB``)."""
     max_output_mb: float = Field(default=64.0, gt=0)
     """Largest output a node may return, as JSON, in MiB (``TIDEFLOW_MAX_OUTPUT_MB``)."""
+    reference_threshold: int = Field(default=1024 * 1024, ge=1024)
+    """Parts of a node's output bigger than this many bytes (as JSON) stay out of the workflow:
+    they are stored and passed on by reference (``TIDEFLOW_REFERENCE_THRESHOLD``)."""
     databases: dict[str, str] = Field(default_factory=dict)
     """Named SQLAlchemy URLs; ``default_database`` defaults to SQLite in the data folder."""
     ai: AISettings = Field(default_factory=AISettings)
@@ -162,8 +282,50 @@ class WorkerSettings(_Section):
 
     @property
     def served_queues(self) -> list[str]:
-        """Every task queue the worker polls: ``task_queue`` first."""
-        return list(dict.fromkeys([self.task_queue, *self.task_queues]))
+        """Every task queue the worker polls: ``task_queue`` first, then ``task_queues`` and
+        the node pools."""
+        return list(dict.fromkeys([self.task_queue, *self.task_queues, *self.pools]))
+
+    max_concurrent_local_activities: int = 100
+    """Nodes running as local activities at once (``execution: local``). Local activities run
+    inside workflow tasks: the worker keeps its workflow-task slots at 50 so they cannot starve
+    it (MACHINE-NOTES: 200 runs of local activities hung with the SDK's default of 100)."""
+    record_metrics: bool = True
+    """Write every node attempt's numbers (outcome, duration, CPU, memory, tokens, cost) to the
+    engine's metrics store for ``tideflow stats`` (``TIDEFLOW_RECORD_METRICS``)."""
+    store_url: str | None = None
+    """The control plane's SQL store (``TIDEFLOW_STORE_URL``); default SQLite
+    ``<home>/control.db``."""
+    metrics_retention_days: float = Field(default=30.0, ge=0)
+    """Node metrics older than this are deleted (0 keeps them)."""
+    ui_url: str | None = None
+    """The Temporal Web UI's address, for links in run notifications (``TIDEFLOW_UI_URL``;
+    default http://localhost:8233)."""
+    api_url: str | None = None
+    """Where ``tideflow api`` answers, for links to its run page in run notifications
+    (``TIDEFLOW_API_URL``, e.g. http://tideflow.example.com:8000)."""
+
+    @property
+    def resolved_store_url(self) -> str:
+        """The store's URL: ``store_url``, else SQLite in the data folder."""
+        if self.store_url:
+            return self.store_url
+        self.home.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{(self.home / 'control.db').resolve()}"
+
+    max_concurrent_workflow_tasks: int = Field(default=50, ge=1)
+    """Workflow task slots: how many runs the worker advances at once (seed 003's
+    ``max_concurrent_workflows``). Bounded so a burst of runs cannot starve the event loop."""
+    default_retry: RetrySpec | None = None
+    """The retry of nodes whose definition sets none (seed 003's ``error_handling``); the
+    starter compiles it into the plan, so a run keeps the retry it started with."""
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    extensions: list[ExtensionSettings] = Field(default_factory=list)
+    pools: dict[str, PoolSettings] = Field(default_factory=dict)
+    """Node pools (task queues) this worker serves besides its own, with their limits."""
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    config_file: Path | None = None
+    """The configuration file these settings were read from, if any."""
 
     @property
     def resolved_file_root(self) -> Path:
@@ -216,30 +378,57 @@ class WorkerSettings(_Section):
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> WorkerSettings:
-        """Build settings from the optional YAML file, then the environment."""
+        """Build settings from the optional YAML file, then the environment.
+
+        Raises :class:`SettingsError` naming where each problem is (``FILE:LINE:COL`` in the
+        file, or the environment variable)."""
+        from activities import settings_file
+
         env = dict(os.environ if environ is None else environ)
         home = Path(env.get("TIDEFLOW_HOME", ".tideflow"))
-        config_path = Path(env.get("TIDEFLOW_CONFIG", home / "worker.yaml"))
-        data: dict[str, Any] = {}
-        if config_path.is_file():
-            loaded = yaml.safe_load(config_path.read_text()) or {}
-            if not isinstance(loaded, dict):
-                raise ValueError(f"{config_path}: worker config must be a mapping")
-            data = loaded
+        explicit = env.get("TIDEFLOW_CONFIG")
+        config_path = Path(explicit) if explicit else home / "worker.yaml"
+        if explicit and not config_path.is_file():
+            raise SettingsError([f"TIDEFLOW_CONFIG={explicit}: no such file"])
+        source = settings_file.read(config_path) if config_path.is_file() else None
+        data: dict[str, Any] = source.data if source else {}
         data.setdefault("home", str(home))
-        _apply_env(data, env)
-        return cls.model_validate(data)
+        if source:
+            data["config_file"] = str(config_path)
+        from_env = _apply_env(data, env)
+        try:
+            settings = cls.model_validate(data)
+        except ValidationError as e:
+            raise SettingsError(settings_file.problems(e, source, from_env)) from None
+        if source:
+            for index, extension in enumerate(settings.extensions):
+                extension._where = source.where(("extensions", index, "name"))
+        return settings
 
 
-def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
+class SettingsError(ValueError):
+    """Worker settings that do not fit: one line per problem (``FILE:LINE:COL: message``, or
+    ``VARIABLE: message`` for the environment)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _apply_env(data: dict[str, Any], env: dict[str, str]) -> dict[tuple[str, ...], str]:
+    """Put the environment's settings into ``data``; return which variable set which path."""
+    origins: dict[tuple[str, ...], str] = {}
     simple = {
         "TIDEFLOW_TASK_QUEUE": ("task_queue",),
         "TIDEFLOW_PAYLOAD_THRESHOLD": ("payload_threshold",),
+        "TIDEFLOW_HISTORY_INLINE_LIMIT": ("history_inline_limit",),
         "TIDEFLOW_PAYLOAD_STORE": ("payload_store",),
         "TIDEFLOW_FILE_ROOT": ("file_root",),
         "TIDEFLOW_ALLOW_PRIVATE_NETWORKS": ("allow_private_networks",),
+        "TIDEFLOW_ALLOW_PRIVATE_NETWORKS_FOR_INLINE": ("allow_private_networks_for_inline",),
         "TIDEFLOW_MAX_DOWNLOAD_MB": ("max_download_mb",),
         "TIDEFLOW_MAX_OUTPUT_MB": ("max_output_mb",),
+        "TIDEFLOW_REFERENCE_THRESHOLD": ("reference_threshold",),
         "OPENAI_BASE_URL": ("ai", "base_url"),
         "OPENAI_API_KEY": ("ai", "api_key"),
         "TIDEFLOW_AI_MODEL": ("ai", "model"),
@@ -252,15 +441,26 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
         "TIDEFLOW_SMTP_SSL": ("smtp", "ssl"),
         "TIDEFLOW_SMTP_SENDER": ("smtp", "sender"),
         "SLACK_WEBHOOK_URL": ("slack_webhook_url",),
+        "TIDEFLOW_UI_URL": ("ui_url",),
+        "TIDEFLOW_STORE_URL": ("store_url",),
+        "TIDEFLOW_RECORD_METRICS": ("record_metrics",),
+        "TIDEFLOW_API_URL": ("api_url",),
         "TIDEFLOW_TESSERACT_CMD": ("documents", "tesseract_cmd"),
         "TIDEFLOW_DOCUMENTS_FETCH_TIMEOUT": ("documents", "fetch_timeout_seconds"),
+        "TIDEFLOW_METRICS_ADDRESS": ("monitoring", "address"),
+        "TIDEFLOW_MAX_WORKFLOW_TASKS": ("max_concurrent_workflow_tasks",),
     }
     for var, path in simple.items():
         if var in env:
             target = data
             for key in path[:-1]:
-                target = target.setdefault(key, {})
+                if not isinstance(target.get(key), dict):
+                    target[key] = {}
+                target = target[key]
             target[path[-1]] = env[var]
+            origins[path] = var
+    if env.get("TIDEFLOW_METRICS_ADDRESS"):
+        data["monitoring"]["enabled"] = True
     for var, key in (
         ("TIDEFLOW_NODE_TYPES", "node_types"),
         ("TIDEFLOW_EXCLUDE_NODE_TYPES", "exclude_node_types"),
@@ -268,11 +468,19 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> None:
     ):
         if var in env:
             data[key] = [part.strip() for part in env[var].split(",") if part.strip()]
+            origins[(key,)] = var
     if "TIDEFLOW_WORKFLOWS" in env:
         data["workflows"] = env["TIDEFLOW_WORKFLOWS"]
+        origins[("workflows",)] = "TIDEFLOW_WORKFLOWS"
     if "TIDEFLOW_FILE_ROOTS" in env:
         data["file_roots"] = [part for part in env["TIDEFLOW_FILE_ROOTS"].split(os.pathsep) if part]
+        origins[("file_roots",)] = "TIDEFLOW_FILE_ROOTS"
     # TIDEFLOW_DATABASE_<NAME>=url adds or replaces the named connection <name> (lower case).
     for var, value in env.items():
         if var.startswith("TIDEFLOW_DATABASE_"):
-            data.setdefault("databases", {})[var.removeprefix("TIDEFLOW_DATABASE_").lower()] = value
+            name = var.removeprefix("TIDEFLOW_DATABASE_").lower()
+            if not isinstance(data.get("databases"), dict):
+                data["databases"] = {}
+            data["databases"][name] = value
+            origins[("databases", name)] = var
+    return origins

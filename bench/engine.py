@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import resource
 import statistics
@@ -30,7 +31,7 @@ import tempfile
 import time
 import traceback
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,22 +124,28 @@ async def serve_worker(address: str) -> None:
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=50,  # as worker.build_worker
     )
+    async with running_worker(client, settings, task_queue=YAML_QUEUE), hand:
+        await serve_commands()
+    await resources.aclose()
+
+
+async def serve_commands() -> None:
+    """Say ``ready``, then answer the benchmark on stdin until ``quit`` or end of input:
+    ``cpu`` (CPU seconds of this process, all threads) and ``rss`` (peak RSS in KiB)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    async with running_worker(client, settings, task_queue=YAML_QUEUE), hand:
-        print(f"{_ANSWER}ready", flush=True)
-        while line := await reader.readline():
-            command = line.decode().strip()
-            if command == "cpu":
-                usage = resource.getrusage(resource.RUSAGE_SELF)
-                print(f"{_ANSWER}{usage.ru_utime + usage.ru_stime:.6f}", flush=True)
-            elif command == "rss":
-                peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                print(f"{_ANSWER}{peak_kib}", flush=True)
-            elif command == "quit":
-                break
-    await resources.aclose()
+    print(f"{_ANSWER}ready", flush=True)
+    while line := await reader.readline():
+        command = line.decode().strip()
+        if command == "cpu":
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            print(f"{_ANSWER}{usage.ru_utime + usage.ru_stime:.6f}", flush=True)
+        elif command == "rss":
+            peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            print(f"{_ANSWER}{peak_kib}", flush=True)
+        elif command == "quit":
+            break
 
 
 class WorkerProcess:
@@ -148,25 +155,45 @@ class WorkerProcess:
         self.process = process
 
     @classmethod
-    async def start(cls, address: str, env: dict[str, str]) -> WorkerProcess:
-        """Start it and wait until it polls."""
+    async def start(
+        cls,
+        address: str,
+        env: dict[str, str],
+        *,
+        module: str = "bench.engine",
+        extra: Sequence[str] = (),
+    ) -> WorkerProcess:
+        """Start ``python -m MODULE --serve-worker ADDRESS EXTRA...`` and wait until it polls
+        (it is killed if it does not)."""
         root = str(Path(__file__).resolve().parent.parent)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "bench.engine",
+            module,
             "--serve-worker",
             address,
+            *extra,
             cwd=root,
             env={**env, "PYTHONPATH": root},
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
         )
         worker = cls(process)
-        line = await asyncio.wait_for(worker._readline(), 120)
-        if line != "ready":
-            raise RuntimeError(f"the worker process did not start (said {line!r})")
+        try:
+            line = await asyncio.wait_for(worker._readline(), 120)
+            if line != "ready":
+                raise RuntimeError(f"the worker process did not start (said {line!r})")
+        except BaseException:
+            await worker.kill()
+            raise
         return worker
+
+    async def kill(self) -> None:
+        """Kill it at once (a worker that failed to start or hangs)."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # it exited on its own meanwhile
+                self.process.kill()
+            await self.process.wait()
 
     async def _readline(self) -> str:
         """The next answer; other output (the SDK core logs to stdout) goes to stderr."""
@@ -204,8 +231,7 @@ class WorkerProcess:
             await self.process.stdin.drain()
             await asyncio.wait_for(self.process.wait(), 30)
         except (TimeoutError, ConnectionError):
-            self.process.kill()
-            await self.process.wait()
+            await self.kill()
 
 
 def process_cpu(pid: int) -> float:

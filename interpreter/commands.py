@@ -26,6 +26,8 @@ class StartActivity:
     activity_id: str
     input: NodeInput
     activity_type: str = ""
+    local: bool = False
+    """Run it as a Temporal local activity."""
 
 
 @dataclass(frozen=True)

@@ -71,12 +71,18 @@ from interpreter.report import (
     PendingApproval,
     RunReport,
     RunState,
+    RunStatusName,
     RunUsage,
     Transition,
 )
 from interpreter.scheduler import ENDED, GraphNode, NodeStatus, Scheduler
 from interpreter.snapshot import Foreach, Purpose, RunSnapshot, Step, Work
+from interpreter.values import SCOPE_MARK, has_refs
 
+MAX_LOCAL_IN_FLIGHT = 50
+"""Nodes of one run running as local activities at once. Local activities run within the
+workflow task that started them; past this many at once (a wide fan-out of cheap nodes), the
+others run as regular activities, so no workflow task outlasts its timeout."""
 MAX_IN_FLIGHT = 500
 """Activities and child workflows of one run running at once (Temporal caps pending activities
 per workflow at 2,000; its docs advise about 500)."""
@@ -138,7 +144,7 @@ class RunCore:
         self.cancel_requested = False
         self.steps: deque[Step] = deque()
         self.steps_planned = False
-        self.status = "running"
+        self.status: RunStatusName = "running"
         self.status_upserted = False
         self.started_at = started_at
         self.batch_outputs: dict[str, Any] | None = None
@@ -155,6 +161,8 @@ class RunCore:
         self.attention: dict[str, str] = {}
         """Node that needs attention → why: ``error``, or ``budget``."""
         self.notified = 0
+        self.ref_nodes: set[str] = set()
+        """Nodes whose outputs hold references to stored values: CEL cannot read them."""
         self._final: RunCommand | None = None
         """The run's outcome while its lifecycle notifications are still being sent."""
         self._observed = 0
@@ -164,6 +172,7 @@ class RunCore:
         self._status_out: list[RunCommand] = []
         self._now = started_at
         self._in_flight = 0
+        self._local_in_flight = 0
         self._started = False
 
     def _graph_nodes(self) -> list[GraphNode]:
@@ -206,6 +215,7 @@ class RunCore:
             node_spent=self.node_spent,
             attention=self.attention,
             notified=self.notified,
+            ref_nodes=sorted(self.ref_nodes),
         ).model_dump(mode="json")
 
     @classmethod
@@ -257,6 +267,7 @@ class RunCore:
         core.node_spent = {k: (int(v[0]), float(v[1])) for k, v in snap.node_spent.items()}
         core.attention = dict(snap.attention)
         core.notified = snap.notified
+        core.ref_nodes = set(snap.ref_nodes)
         core._observed = len(core.scheduler.history)
         core._started = True
         if core.fatal is not None or core.cancel_requested:
@@ -312,6 +323,10 @@ class RunCore:
                 work = self._take(label)
                 if work is not None:
                     self._spend(work.node, event.usage)
+                    if event.references:
+                        self.ref_nodes.add(work.node)
+                        if work.purpose == "fallback" and work.invoker is not None:
+                            self.ref_nodes.add(work.invoker)
                     if event.review is not None and work.purpose in ("node", "item"):
                         self._review(work, event.review, event.output, event.attempts, event.usage)
                     else:
@@ -461,10 +476,19 @@ class RunCore:
                 node_id, self._now, reused.output, attempts=reused.attempts, usage=reused.usage
             )
             self.reused.append(node_id)
+            if has_refs(reused.output):
+                self.ref_nodes.add(node_id)
             if node.compensate:
                 self.compensations.append(node_id)
             return
-        scope = self._scope(node)
+        plain = (
+            node.static_config
+            and not node.scoped
+            and node.foreach is None
+            and (node.when is None or isinstance(node.when, bool))
+        )
+        # A node whose config reads nothing needs no scope (most nodes of big fan-outs).
+        scope = _NO_SCOPE if plain and self.batch is None else self._scope(node)
         if self.batch is None:
             try:
                 run_it = _when(node, scope)
@@ -493,24 +517,7 @@ class RunCore:
         error: str | None = None,
     ) -> None:
         """Start one unit of a node: its activity, child run or wait (or do it at once)."""
-        work = Work.model_construct(
-            label=label,
-            node=node.id,
-            kind="activity",
-            purpose=purpose,
-            item=item,
-            invoker=invoker,
-            error=error,
-            span=None,
-            deadline=None,
-            waiting_since=None,
-            event=None,
-            correlation=None,
-            on_timeout="fail",
-            on_reject="fail",
-            approvers=[],
-            cancelling=False,
-        )
+        work = Work(label, node.id, "activity", purpose, item=item, invoker=invoker, error=error)
         try:
             if node.in_workflow:
                 self._start_in_workflow(node, work, scope)
@@ -524,7 +531,7 @@ class RunCore:
             self._failed(work, e.message, 0)
 
     def _start_activity(self, node: PlanNode, work: Work, scope: dict[str, Any]) -> None:
-        config = evaluate(node.config, scope)
+        config = node.config if node.static_config else evaluate(node.config, scope)
         budget = self._budget_left(node) if node.spends else None
         if budget is not None and (
             (budget.tokens is not None and budget.tokens <= 0)
@@ -542,6 +549,8 @@ class RunCore:
         )
         rerun = 0 if work.purpose in ("fallback", "compensation", "on_failure") else None
         rerun = self.reruns.get(node.id, 0) if rerun is None else rerun
+        local = node.local and self._local_in_flight < MAX_LOCAL_IN_FLIGHT
+        work.local = local
         self._add(work)
         self._out.append(
             StartActivity(
@@ -549,6 +558,7 @@ class RunCore:
                 node=node.id,
                 activity_id=work.label if not rerun else f"{work.label}~{rerun}",
                 input=node_input,
+                local=local,
             )
         )
 
@@ -663,6 +673,8 @@ class RunCore:
         self.work[work.label] = work
         if work.kind in ("activity", "child"):
             self._in_flight += 1
+            if work.local:
+                self._local_in_flight += 1
 
     def _take(self, label: str) -> Work | None:
         """The work an activity's or child's result belongs to, no longer in flight."""
@@ -671,6 +683,8 @@ class RunCore:
             return None
         del self.work[label]
         self._in_flight -= 1
+        if work.local:
+            self._local_in_flight -= 1
         return work
 
     # -- outcomes of units -----------------------------------------------------------------
@@ -804,24 +818,15 @@ class RunCore:
             fail_fast = node.on_error not in ("continue", "pause")
         size = node.batch_size or DEFAULT_BATCH_SIZE
         batched = batch is None and len(items) > size
-        state = Foreach.model_construct(
+        state = Foreach(
             node=node.id,
             items=items,
             scope=scope,
             concurrency=concurrency,
+            results=[None] * len(items),
             batch_size=size if batched else None,
             fail_fast=fail_fast,
-            results=[None] * len(items),
-            pending=deque(),
-            running={},
-            errors={},
-            attempts=0,
-            usage=None,
-            failure=None,
-            batches_started=0,
-            child_concurrency=1,
             offset=offset,
-            stopped=False,
         )
         if batched:
             children = min(math.ceil(len(items) / size), max(1, concurrency // CHILDREN_SHARE))
@@ -943,6 +948,8 @@ class RunCore:
                 state.results[first + shift] = value
             state.attempts = max(state.attempts, int(outputs.get("attempts") or 0))
             state.usage = _add_usage(state.usage, outputs.get("usage"))
+            if outputs.get("references"):
+                self.ref_nodes.add(work.node)
             self._spend(work.node, outputs.get("usage"))
             errors = outputs.get("errors") or {}
             for key in sorted(errors, key=int):
@@ -971,6 +978,7 @@ class RunCore:
                 "attempts": attempts,
                 "usage": state.usage,
                 "failure": state.failure,
+                "references": node.id in self.ref_nodes,
             }
             self.scheduler.node_completed(node.id, self._now, None, attempts=attempts)
             return
@@ -1363,7 +1371,7 @@ class RunCore:
     def _handler_running(self) -> bool:
         return any(w.purpose != "notification" for w in self.work.values())
 
-    def _end(self, status: str, outcome: RunCommand) -> None:
+    def _end(self, status: RunStatusName, outcome: RunCommand) -> None:
         """End with ``outcome`` once the lifecycle notifications of ``status`` are sent."""
         self._set_status(status)
         outcome = _with_status(outcome, status)  # the report was made before the status was final
@@ -1442,6 +1450,7 @@ class RunCore:
 
     def _refresh_status(self) -> None:
         scheduler = self.scheduler
+        status: RunStatusName
         if scheduler.paused:
             status = "paused"
         elif scheduler.needs_attention:
@@ -1456,7 +1465,7 @@ class RunCore:
         # Work is activities and children (counted in flight) or waits: O(1), every event.
         return bool(self.work) and not self._in_flight and not self.scheduler.has_ready()
 
-    def _set_status(self, status: str) -> None:
+    def _set_status(self, status: RunStatusName) -> None:
         if status == self.status:
             return
         self.status = status
@@ -1485,12 +1494,17 @@ class RunCore:
 
     def _scope_for(self, refs: References) -> dict[str, Any]:
         ids = self.scheduler.states if refs.all_nodes else refs.nodes
-        return {
+        scope: dict[str, Any] = {
             "inputs": self.inputs,
             "vars": self.vars,
             "nodes": {i: self._node_view(i) for i in ids if i in self.scheduler.states},
             "run": self._run_view(),
         }
+        if self.ref_nodes:
+            stored = self.ref_nodes if refs.all_nodes else self.ref_nodes & refs.nodes
+            if stored:
+                scope[SCOPE_MARK] = frozenset(stored)
+        return scope
 
     def _code_scope(self, node: PlanNode, scope: dict[str, Any]) -> dict[str, Any]:
         """The scope of a node running user code: the nodes its code names (every ended node
@@ -1504,7 +1518,7 @@ class RunCore:
         else:
             named = sorted(refs.nodes | node.references.nodes)
             views = {i: self._node_view(i) for i in named if i in states}
-        return {**scope, "nodes": views}
+        return {**{k: v for k, v in scope.items() if k != SCOPE_MARK}, "nodes": views}
 
     def _node_view(self, node_id: str) -> dict[str, Any]:
         state = self.scheduler.states[node_id]
@@ -1649,6 +1663,10 @@ class RunCore:
             left = len(state.running) + sum(b - a for a, b in state.pending)
             lines.append(f"`{state.node}`: {len(state.items) - left}/{len(state.items)} items done")
         return "\n\n".join(lines)
+
+
+_NO_SCOPE: dict[str, Any] = {}
+"""The scope of a node that reads nothing (never changed)."""
 
 
 class _BudgetStop(Exception):

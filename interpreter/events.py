@@ -25,6 +25,8 @@ class WorkCompleted:
     usage: dict[str, Any] | None = None
     review: dict[str, Any] | None = None
     """The activity asks a person to confirm its answer (``NodeResult.review``)."""
+    references: bool = False
+    """The output holds references to stored values (:mod:`interpreter.values`)."""
 
 
 @dataclass(frozen=True)

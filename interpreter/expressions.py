@@ -27,10 +27,10 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-import cel
-
+from interpreter._cel import engine as cel
 from interpreter.inputs import json_type
 from interpreter.limits import MAX_EXPRESSION_CHARS, MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_TERMS
+from interpreter.values import SCOPE_MARK, is_ref, ref_size
 
 ROOT_NAMES = frozenset(
     {"inputs", "vars", "nodes", "item", "index", "run", "error", "failed_node", "secrets", "event"}
@@ -382,6 +382,15 @@ def evaluate_expression(expression: Expression, scope: Mapping[str, Any]) -> Any
         return "${{" + expression.source + "}}"
     if expression.path is not None:
         return _lookup(expression, scope)
+    stored = scope.get(SCOPE_MARK)
+    if stored and (expression.references.all_nodes or expression.references.nodes & stored):
+        names = ", ".join(sorted(expression.references.nodes & stored) or sorted(stored))
+        raise ExpressionError(
+            f"expression `{_shown(expression.source)}` reads the output of {names}, which holds "
+            "a large value stored by reference (not in the workflow): read it in a node "
+            "(code.python), or pass it on with a plain path",
+            expression.offset,
+        )
     context = cel.Context(
         variables={k: v for k, v in scope.items() if k in expression.references.roots},
         functions=FUNCTIONS,
@@ -560,6 +569,13 @@ def _lookup(expression: Expression, scope: Mapping[str, Any]) -> Any:
     value: Any = scope
     walked = ""
     for step in expression.path:
+        if is_ref(value):
+            raise _path_error(
+                expression,
+                walked,
+                f"is a large value stored by reference ({ref_size(value):,} bytes, not in the "
+                "workflow): pass it to a node whole and read it there",
+            )
         if isinstance(step, int):
             if not isinstance(value, list):
                 raise _path_error(expression, walked, f"is {_kind(value)}, not a list")

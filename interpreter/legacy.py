@@ -749,7 +749,7 @@ class LegacyRun:
         """The run's live state: status, per-node status and attempts, vars, history."""
         scheduler = self._scheduler
         return RunState(
-            status=self._status,
+            status=self._status,  # type: ignore[arg-type]  # (frozen module; the values are the same)
             nodes={i: s.status.value for i, s in scheduler.states.items()},
             attempts={i: s.attempts for i, s in scheduler.states.items() if s.attempts},
             running=sorted(scheduler.active),
@@ -923,7 +923,7 @@ class LegacyRun:
             workflow_id=self._info.workflow_id,
             run_id=self._info.run_id,
             definition=DefinitionRef(name=self._definition_name, version=self._definition_version),
-            status=status,
+            status=status,  # type: ignore[arg-type]  # (frozen module; the values are the same)
             outputs=outputs or {},
             error=error,
             usage=usage,

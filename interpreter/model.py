@@ -22,6 +22,10 @@ from pydantic import (
 )
 
 NODE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+VAR_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+CONFIG_KEYS = ("config", "with", "inputs")
+"""The names a node's config may be written under (``inputs``: seed 002's TaskConfig)."""
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
 _DURATION_FULL = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)\s*)+$", re.IGNORECASE)
@@ -152,8 +156,10 @@ class Node(_Model):
     name: str | None = None
     description: str | None = None
     config: dict[str, Any] = Field(
-        default_factory=dict, validation_alias=AliasChoices("config", "with")
+        default_factory=dict, validation_alias=AliasChoices("config", "with", "inputs")
     )
+    """The node's settings; ``with`` (GitHub Actions) and ``inputs`` (seed 002's TaskConfig)
+    are other names for it."""
     depends_on: StrList = Field(default_factory=list)
     when: str | bool | None = None
     foreach: str | list[Any] | None = None
@@ -173,6 +179,9 @@ class Node(_Model):
     budget: Budget | None = None
     """For AI nodes: what this node may spend (the run's budget applies too)."""
     resource_limits: ResourceLimits | None = None
+    execution: Literal["local", "remote"] | None = None
+    """``local``: run as a Temporal local activity (cheap nodes: fewer history events, no
+    trip through the task queue); ``remote`` (default): a regular activity."""
     position: Any = None
     """Layout of designer exports; ignored."""
     metadata: dict[str, Any] | None = None
@@ -181,8 +190,10 @@ class Node(_Model):
     @model_validator(mode="before")
     @classmethod
     def _one_config(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "config" in data and "with" in data:
-            raise ValueError("give either config or with, not both")
+        if isinstance(data, dict):
+            given = [k for k in CONFIG_KEYS if k in data]
+            if len(given) > 1:
+                raise ValueError(f"give one of {' or '.join(given)}, not both")
         return data
 
 
@@ -209,6 +220,50 @@ class InputSpec(_Model):
     def _shorthand(cls, data: Any) -> Any:
         # `inputs: {document: string}` is short for `{document: {type: string}}`.
         return {"type": data} if isinstance(data, str) else data
+
+
+class Variable(_Model):
+    """One of seed 002's ``variables: [{name, type, default}]``: a var and its first value."""
+
+    name: str = Field(pattern=VAR_NAME.pattern)
+    type: Literal["string", "number", "integer", "boolean", "object", "array", "any"] = "any"
+    default: Any = None
+    description: str | None = None
+
+
+ErrorAction = Literal["retry", "continue", "pause", "terminate", "fail", "fallback", "compensate"]
+
+
+class ErrorHandler(_Model):
+    """One of seed 002's ``error_handlers``: what the nodes it covers do when they fail.
+
+    Applied to the nodes when the definition loads (a node's own setting wins): ``retry``
+    sets their retry policy; ``continue``, ``pause`` and ``terminate`` (or ``fail``) their
+    ``on_error``; ``fallback`` runs ``handler`` in a failed node's place; ``compensate``
+    fails the run and runs ``handler`` once, as ``error_handling.on_failure`` does."""
+
+    id: str | None = None
+    nodes: StrList = Field(
+        default_factory=list, validation_alias=AliasChoices("nodes", "node", "applies_to")
+    )
+    """The nodes it covers; empty: every node that is not a handler."""
+    action: ErrorAction
+    handler: str | None = None
+    """The node to run, for ``fallback`` and ``compensate``."""
+    retry_policy: RetrySpec | None = Field(
+        default=None, validation_alias=AliasChoices("retry_policy", "retry")
+    )
+    """For ``retry``: the policy (default: 3 attempts, exponential backoff)."""
+
+    @model_validator(mode="after")
+    def _handler_when_needed(self) -> ErrorHandler:
+        if self.action in ("fallback", "compensate") and not self.handler:
+            raise ValueError(f"action {self.action} needs handler: the node to run")
+        if self.action not in ("fallback", "compensate") and self.handler:
+            raise ValueError(f"handler goes with action fallback or compensate, not {self.action}")
+        if self.retry_policy is not None and self.action != "retry":
+            raise ValueError(f"retry_policy goes with action retry, not {self.action}")
+        return self
 
 
 class TriggerFilter(_Model):
@@ -283,6 +338,7 @@ class Defaults(_Model):
     retry: RetrySpec | None = None
     on_error: OnError | None = None
     task_queue: str | None = None
+    execution: Literal["local", "remote"] | None = None
 
 
 class ErrorHandling(_Model):
@@ -292,6 +348,13 @@ class ErrorHandling(_Model):
     retry: RetrySpec | None = None
     on_failure: StrList = Field(default_factory=list)
     on_error: OnError | None = None
+
+
+class ConcurrencyLimit(_Model):
+    """How many runs of a definition may run at once; further starts wait in the start outbox
+    until one ends."""
+
+    max_runs: int = Field(ge=1)
 
 
 class Metadata(BaseModel):
@@ -308,14 +371,16 @@ class Metadata(BaseModel):
 class Definition(_Model):
     """A whole workflow definition."""
 
-    name: str | None = None
+    name: str | None = Field(default=None, validation_alias=AliasChoices("name", "id"))
+    """The name; seed 002's form writes it as ``id``."""
     version: Text | None = None
     description: str | None = None
     metadata: Metadata | None = None
     inputs: dict[str, InputSpec] = Field(default_factory=dict)
-    vars: dict[str, Any] = Field(
-        default_factory=dict, validation_alias=AliasChoices("vars", "variables")
-    )
+    vars: dict[str, Any] = Field(default_factory=dict)
+    variables: list[Variable] | None = None
+    """Seed 002's form of ``vars``: a list of ``{name, type, default}`` (folded into ``vars``
+    when the definition loads; a mapping here is read as ``vars``)."""
     triggers: list[Trigger] = Field(default_factory=list)
     defaults: Defaults = Field(default_factory=Defaults)
     error_handling: ErrorHandling = Field(default_factory=ErrorHandling)
@@ -331,6 +396,37 @@ class Definition(_Model):
     budget: Budget | None = None
     """What the run's AI nodes may spend together."""
     notifications: list[Notification] = Field(default_factory=list)
+    error_handlers: list[ErrorHandler] = Field(default_factory=list)
+    """Seed 002's error handlers, applied to the nodes they cover when the definition loads
+    (:func:`interpreter.seed_forms.apply_error_handlers`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if "id" in data and "name" in data:
+            raise ValueError("give name, or id (seed 002's form), not both")
+        variables = data.get("variables")
+        if isinstance(variables, dict):  # `variables:` as a mapping is vars under another name
+            if "vars" in data:
+                raise ValueError("give vars or variables, not both")
+            data = {k: v for k, v in data.items() if k != "variables"}
+            data["vars"] = variables
+        elif variables is not None and "vars" in data:
+            raise ValueError("give vars or variables, not both")
+        return data
+
+    @model_validator(mode="after")
+    def _fold_variables(self) -> Definition:
+        if self.variables is not None:
+            self.vars = {v.name: v.default for v in self.variables}
+            self.variables = None
+        return self
+
+    concurrency: ConcurrencyLimit | None = None
+    priority: int | None = Field(default=None, ge=1, le=5)
+    """Temporal task priority of the run and its nodes: 1 first, 5 last (default 3)."""
 
     @model_validator(mode="after")
     def _one_spelling(self) -> Definition:
@@ -380,29 +476,44 @@ class Definition(_Model):
 
         ``steps`` run in sequence unless a step names ``depends_on``; ``edges`` become
         ``depends_on`` of their target. Trigger nodes of designer exports (``type: trigger``)
-        are not part of the graph: their successors start at once.
+        are not part of the graph: their successors start at once; nor are ``end`` nodes (seed
+        002's form), which mark where the graph ends.
         """
         nodes = self.raw_nodes()
+        structural = {n.id for n in nodes if n.type in STRUCTURAL_NODE_TYPES}
         if self.spelling == "tasks":
-            return list(nodes)
-        if self.spelling == "steps":
-            out: list[Node] = []
+            out = list(nodes)
+        elif self.spelling == "steps":
+            out = []
             previous: str | None = None
             for node in nodes:
                 if "depends_on" not in node.model_fields_set and previous is not None:
                     node = node.model_copy(update={"depends_on": [previous]})
                 out.append(node)
                 previous = node.id
+        else:
+            incoming: dict[str, list[str]] = {}
+            for edge in self.edges or []:
+                if edge.source not in structural and edge.target not in structural:
+                    incoming.setdefault(edge.target, []).append(edge.source)
+            out = [
+                node.model_copy(
+                    update={"depends_on": [*node.depends_on, *incoming.get(node.id, [])]}
+                )
+                if node.id in incoming
+                else node
+                for node in nodes
+            ]
+        if not structural:
             return out
-        triggers = {n.id for n in nodes if n.type in TRIGGER_NODE_TYPES}
-        incoming: dict[str, list[str]] = {}
-        for edge in self.edges or []:
-            if edge.source not in triggers:
-                incoming.setdefault(edge.target, []).append(edge.source)
         return [
-            node.model_copy(update={"depends_on": [*node.depends_on, *incoming.get(node.id, [])]})
-            for node in nodes
-            if node.id not in triggers
+            node.model_copy(
+                update={"depends_on": [d for d in node.depends_on if d not in structural]}
+            )
+            if structural.intersection(node.depends_on)
+            else node
+            for node in out
+            if node.id not in structural
         ]
 
     def default_on_error(self) -> OnError:
@@ -429,6 +540,12 @@ class Definition(_Model):
 
 TRIGGER_NODE_TYPES = frozenset({"trigger", "manual_trigger", "start"})
 """Designer-export node types that stand for how a run starts, not for work."""
+
+END_NODE_TYPES = frozenset({"end"})
+"""Node types that mark where the graph ends (seed 002's ``End``): not work either."""
+
+STRUCTURAL_NODE_TYPES = TRIGGER_NODE_TYPES | END_NODE_TYPES
+"""Node types of the nodes/edges spelling that shape the drawing, not the run."""
 
 
 def slugify(text: str) -> str:

@@ -89,6 +89,8 @@ class NodeResult(BaseModel):
     usage: Usage | None = None
     cached: bool = False
     review: ReviewRequest | None = None
+    references: bool = False
+    """Whether the output holds references to stored values (:mod:`interpreter.values`)."""
 
 
 BUDGET_EXCEEDED = "TideflowBudgetExceeded"

@@ -46,10 +46,12 @@ RAW_CONFIG_KEYS: Final[dict[str, frozenset[str]]] = {
     "code.python": frozenset({"code"}),
     "wait_for_event": frozenset({"filters"}),
     "workflow": frozenset({"definition"}),
+    "notify.lifecycle": frozenset({"event"}),
 }
 """Config keys taken literally, never as ``${{ }}`` templates: user code reads ``inputs`` and
 ``nodes`` itself (templating values into code would be an injection hole), and a child
-definition's expressions belong to the child run."""
+definition's expressions belong to the child run; a run's lifecycle event holds text from the
+run (errors) that must never be read as a secret reference."""
 
 
 def canonical_type(name: str) -> str:

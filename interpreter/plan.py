@@ -21,9 +21,15 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
-from interpreter.expressions import ExpressionError, References, compile_value, references_of
+from interpreter.expressions import (
+    ExpressionError,
+    References,
+    compile_value,
+    iter_expressions,
+    references_of,
+)
 from interpreter.model import Definition, Fallback, Node, RetrySpec
 from interpreter.node_types import RAW_CONFIG_KEYS, SCOPED_TYPES, WORKFLOW_TYPES
 
@@ -108,6 +114,10 @@ class PlanNode:
     """For ``wait_for_event``: compiled conditions an event must meet."""
     resource_limits: dict[str, Any] | None = None
     """What the node's activity may use (``cpu_seconds``, ``memory_mb``, ``output_kb``…)."""
+    local: bool = False
+    """Run as a Temporal local activity (``execution: local``)."""
+    static_config: bool = False
+    """The config holds no expression: it is sent as it is, with no scope to build."""
     references: References = field(default_factory=References)
     """What the node's expressions read (its ``when``, ``foreach`` and config)."""
     code_references: References | None = None
@@ -176,8 +186,16 @@ class Plan:
 # --- compiling (starter side) ----------------------------------------------------------------
 
 
-def compile_plan(definition: Definition) -> dict[str, Any]:
-    """The format-2 plan of a validated definition, as plain JSON."""
+class ExecutionCatalog(Protocol):
+    """What compiling asks of the node types: how a node runs unless it says."""
+
+    def default_execution(self, name: str, config: Mapping[str, Any]) -> str | None:
+        """``local`` for a node cheap enough to run as a local activity, else None."""
+
+
+def compile_plan(definition: Definition, catalog: ExecutionCatalog | None = None) -> dict[str, Any]:
+    """The format-2 plan of a validated definition, as plain JSON. With a ``catalog``, node
+    types choose how their nodes run when neither the node nor ``defaults`` says."""
     handlers = definition.handler_ids()
     default_retry = _retry_json(definition.default_retry())
     defaults = definition.defaults
@@ -212,10 +230,16 @@ def compile_plan(definition: Definition) -> dict[str, Any]:
             for n in definition.notifications
         ]
     default_on_error = _on_error_json(definition.default_on_error())
-    plan["nodes"] = [
-        _node_json(definition, node, node.id in handlers, default_retry, default_on_error)
-        for node in definition.graph()
-    ]
+    nodes = []
+    for node in definition.graph():
+        out = _node_json(definition, node, node.id in handlers, default_retry, default_on_error)
+        execution: str | None = node.execution or defaults.execution
+        if execution is None and catalog is not None and node.type not in WORKFLOW_TYPES:
+            execution = catalog.default_execution(node.type, node.config)
+        if execution == "local" and node.type not in WORKFLOW_TYPES:
+            out["execution"] = "local"
+        nodes.append(out)
+    plan["nodes"] = nodes
     return plan
 
 
@@ -482,6 +506,8 @@ def _node(
         resource_limits=dict(limits)
         if isinstance(limits := raw.get("resource_limits"), Mapping)
         else None,
+        local=raw.get("execution") == "local" and kind not in WORKFLOW_TYPES,
+        static_config=not any(True for _ in iter_expressions(config)),
         references=refs,
         code_references=code_refs,
     )

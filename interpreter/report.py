@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+
+NodeStatusName = Literal[
+    "pending",
+    "ready",
+    "running",
+    "waiting",
+    "needs_attention",
+    "completed",
+    "failed",
+    "skipped",
+    "cancelled",
+]
+"""Where a node is (``interpreter.scheduler.NodeStatus``)."""
+
+RunStatusName = Literal[
+    "running",
+    "paused",
+    "waiting",
+    "needs_attention",
+    "completed",
+    "failed",
+    "cancelled",
+    "terminated",
+    "timed_out",
+]
+"""Where a run is; ``terminated`` and ``timed_out`` only for runs Temporal ended from outside."""
 
 
 class DefinitionRef(BaseModel):
@@ -17,7 +43,7 @@ class DefinitionRef(BaseModel):
 class NodeReport(BaseModel):
     """One node's outcome."""
 
-    status: str
+    status: NodeStatusName
     attempts: int = 0
     started_at: str | None = None
     ended_at: str | None = None
@@ -52,7 +78,7 @@ class RunReport(BaseModel):
     workflow_id: str
     run_id: str
     definition: DefinitionRef
-    status: str
+    status: RunStatusName
     outputs: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     usage: RunUsage = Field(default_factory=RunUsage)
@@ -80,29 +106,6 @@ class Transition(BaseModel):
     detail: str | None = None
 
 
-class RunState(BaseModel):
-    """The answer of the ``state`` query: a live view of a run."""
-
-    status: str
-    nodes: dict[str, str]
-    attempts: dict[str, int] = Field(default_factory=dict)
-    running: list[str] = Field(default_factory=list)
-    needs_attention: list[str] = Field(default_factory=list)
-    waiting: dict[str, str] = Field(default_factory=dict)
-    """Node → what it waits for (``timer``, ``event:<name>``, ``approval``)."""
-    vars: dict[str, Any] = Field(default_factory=dict)
-    paused: bool = False
-    history: list[Transition] = Field(default_factory=list)
-    error: str | None = None
-    waiting_events: dict[str, AwaitedEvent] = Field(default_factory=dict)
-    """Node → the event (and correlation) it waits for."""
-    approvals: dict[str, PendingApproval] = Field(default_factory=dict)
-    """Node → what a person is asked (approvals and reviews waiting for an answer)."""
-    attention: dict[str, str] = Field(default_factory=dict)
-    """Node that needs attention → why (``error``, or ``budget`` when the budget stopped it)."""
-    budget: BudgetReport | None = None
-
-
 class AwaitedEvent(BaseModel):
     """What a ``wait_for_event`` node waits for."""
 
@@ -120,3 +123,26 @@ class PendingApproval(BaseModel):
     proposed: Any = None
     options: list[Any] | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunState(BaseModel):
+    """The answer of the ``state`` query: a live view of a run."""
+
+    status: RunStatusName
+    nodes: dict[str, NodeStatusName]
+    attempts: dict[str, int] = Field(default_factory=dict)
+    running: list[str] = Field(default_factory=list)
+    needs_attention: list[str] = Field(default_factory=list)
+    waiting: dict[str, str] = Field(default_factory=dict)
+    """Node → what it waits for (``timer``, ``event:<name>``, ``approval``)."""
+    vars: dict[str, Any] = Field(default_factory=dict)
+    paused: bool = False
+    history: list[Transition] = Field(default_factory=list)
+    error: str | None = None
+    waiting_events: dict[str, AwaitedEvent] = Field(default_factory=dict)
+    """Node → the event (and correlation) it waits for."""
+    approvals: dict[str, PendingApproval] = Field(default_factory=dict)
+    """Node → what a person is asked (approvals and reviews waiting for an answer)."""
+    attention: dict[str, str] = Field(default_factory=dict)
+    """Node that needs attention → why (``error``, or ``budget`` when the budget stopped it)."""
+    budget: BudgetReport | None = None

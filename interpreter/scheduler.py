@@ -69,7 +69,7 @@ class NodeState:
     """For a failed node: True when its failure was handled (continue or fallback)."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Transition:
     """One entry of the run's history: a node (or the run, node None) changed status."""
 

@@ -2,7 +2,7 @@
 
 The definition's own schema, with each node's ``config`` tied to its ``type``: an editor then
 completes and checks config keys per node type, aliases included. It accepts what the loader
-accepts: every alias of a key (``with``, ``retry_policy``, ``variables``, edges' ``source`` and
+accepts: every alias of a key (``with``, ``inputs``, ``retry_policy``, ``id``, edges' ``source`` and
 ``target``), and config fields that default to an expression are optional.
 """
 
@@ -25,6 +25,9 @@ def json_schema(catalog: NodeCatalog | None = None) -> dict[str, Any]:
     schema["title"] = "Tideflow workflow definition"
     defs = schema.setdefault("$defs", {})
     _add_aliases(schema, Definition, defs)
+    # `variables` is seed 002's list of {name, type, default}, or a mapping read as `vars`.
+    listed = schema["properties"]["variables"]
+    schema["properties"]["variables"] = {"anyOf": [listed, schema["properties"]["vars"]]}
     types: dict[str, type[BaseModel]] = dict(WORKFLOW_TYPE_CONFIGS)
     if catalog is not None:
         for name in catalog.names():
@@ -53,6 +56,7 @@ def json_schema(catalog: NodeCatalog | None = None) -> dict[str, Any]:
                     "properties": {
                         "config": {"$ref": f"#/$defs/{ref}"},
                         "with": {"$ref": f"#/$defs/{ref}"},
+                        "inputs": {"$ref": f"#/$defs/{ref}"},
                     }
                 },
             }

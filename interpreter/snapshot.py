@@ -10,22 +10,20 @@ few lists; :meth:`RunSnapshot.from_json` reads both.
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from interpreter.control import Event
+from interpreter.report import RunStatusName
 
 Purpose = Literal["node", "item", "batch", "fallback", "compensation", "on_failure", "notification"]
 Kind = Literal["activity", "child", "timer", "event", "approval"]
 
 
-class _Record(BaseModel):
-    # Mutable records the core updates in place; validated only when read from a snapshot.
-    model_config = ConfigDict(extra="forbid", validate_assignment=False)
-
-
-class Work(_Record):
+@dataclass(slots=True)
+class Work:
     """A unit of work in flight: an activity, a child workflow, or a wait inside the workflow
     (a timer, an event, an approval — each with an optional timeout timer)."""
 
@@ -48,7 +46,7 @@ class Work(_Record):
     correlation: str | None = None
     on_timeout: str = "fail"
     on_reject: str = "fail"
-    approvers: list[str] = Field(default_factory=list)
+    approvers: list[str] = field(default_factory=list)
     message: str | None = None
     """What an approval asks."""
     review: dict[str, Any] | None = None
@@ -57,9 +55,12 @@ class Work(_Record):
     usage: dict[str, Any] | None = None
     """For a review: what the node's activity took, kept for the outcome."""
     cancelling: bool = False
+    local: bool = False
+    """An activity running as a local activity."""
 
 
-class Foreach(_Record):
+@dataclass(slots=True)
+class Foreach:
     """A foreach node's items while it runs (or waits for an operator to retry failed items)."""
 
     node: str
@@ -68,14 +69,14 @@ class Foreach(_Record):
     """What the items' expressions read besides ``item`` and ``index`` (fixed at the start)."""
     concurrency: int
     """Units (items, or batches when batched) running at once."""
+    results: list[Any]
     batch_size: int | None = None
     """Items per child workflow, or None to run items in this run."""
     fail_fast: bool = True
-    results: list[Any]
-    pending: deque[tuple[int, int]] = Field(default_factory=deque)
+    pending: deque[tuple[int, int]] = field(default_factory=deque)
     """Ranges [start, end) of items not started yet (one item each unless batched)."""
-    running: dict[str, tuple[int, int]] = Field(default_factory=dict)
-    errors: dict[int, str] = Field(default_factory=dict)
+    running: dict[str, tuple[int, int]] = field(default_factory=dict)
+    errors: dict[int, str] = field(default_factory=dict)
     attempts: int = 0
     usage: dict[str, Any] | None = None
     failure: str | None = None
@@ -90,7 +91,8 @@ class Foreach(_Record):
     """The run is ending: items not started never will, the node ends cancelled."""
 
 
-class Step(_Record):
+@dataclass(slots=True)
+class Step:
     """A handler call of the wind-down: a compensation or an on_failure handler."""
 
     handler: str
@@ -118,7 +120,7 @@ class RunSnapshot(BaseModel):
     cancel_requested: bool = False
     steps: list[Step] = Field(default_factory=list)
     steps_planned: bool = False
-    status: str = "running"
+    status: RunStatusName = "running"
     status_upserted: bool = False
     started_at: str = ""
     batch_outputs: dict[str, Any] | None = None
@@ -130,6 +132,7 @@ class RunSnapshot(BaseModel):
     node_spent: dict[str, tuple[int, float]] = Field(default_factory=dict)
     attention: dict[str, str] = Field(default_factory=dict)
     notified: int = 0
+    ref_nodes: list[str] = Field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunSnapshot:

@@ -33,7 +33,9 @@ from interpreter.inputs import input_type_error
 from interpreter.limits import MAX_EXPRESSIONS, MAX_NODES, MAX_PROBLEMS
 from interpreter.loader import EMPTY, Document, PathKey, Problem, cyclic_gc_paused
 from interpreter.model import (
-    TRIGGER_NODE_TYPES,
+    CONFIG_KEYS,
+    END_NODE_TYPES,
+    STRUCTURAL_NODE_TYPES,
     Definition,
     DocumentUploadTrigger,
     EventTrigger,
@@ -47,6 +49,13 @@ from interpreter.node_types import (
     WORKFLOW_TYPES,
     canonical_type,
 )
+from interpreter.seed_forms import (
+    apply_error_handlers,
+    handlers_in_milliseconds,
+    is_seed_002,
+    node_in_milliseconds,
+    variable_problems,
+)
 
 DEFAULT_EXPRESSION = "default_expression"
 """Key of a config field's ``json_schema_extra`` holding an expression used when the field is
@@ -54,6 +63,9 @@ missing (``${{ inputs.document }}``, or ``${{ upstream.output.text }}`` for the 
 node's only dependency)."""
 
 _GRAPH_KEYS = ("tasks", "steps", "nodes")
+LIFECYCLE_TYPE = "notify.lifecycle"
+"""The activity type the workflow starts for a definition's ``notifications:`` channels."""
+_SECRET_REFERENCE = re.compile(r"\$\{\{\s*secrets\.[A-Za-z_][A-Za-z0-9_]*\s*\}\}")
 _SHOWN_CYCLE = 12
 _CHEAP_OPTIONS = 200
 _COSTLY_SUGGESTIONS = 50
@@ -118,10 +130,11 @@ class _Checker:
         if not isinstance(data, dict):
             self.add((), "a definition is a mapping of keys (name, version, tasks, …)")
             return None
+        self.seed_002 = is_seed_002(data)
         located = self._nodes(data)
         if self.too_many:
             return None  # checking more would cost what the limit is there to avoid
-        top = dict(data)
+        top = handlers_in_milliseconds(data) if self.seed_002 else dict(data)
         for key in _GRAPH_KEYS:
             if isinstance(top.get(key), list):
                 top[key] = []
@@ -146,6 +159,18 @@ class _Checker:
             self._graph_only(located, data)
             return None
         definition = definition.model_copy(update={spelling: [n.node for n in located]})
+        for path, message in variable_problems(data):
+            self.add(path, message)
+        applied, handled = apply_error_handlers(definition, self.raw_ids)
+        for path, message in handled:
+            self.add(path, message)
+        if applied is not definition:
+            definition = applied
+            # Located nodes carry what the handlers set: the same objects, in the same order.
+            located = [
+                _Located(node, item.path)
+                for node, item in zip(definition.raw_nodes(), located, strict=True)
+            ]
         self._graph(definition, located, self.raw_ids)
         return definition
 
@@ -180,6 +205,10 @@ class _Checker:
                         )
                     else:
                         seen[node_id] = path
+                if self.seed_002:
+                    raw, timing = node_in_milliseconds(raw, path)
+                    for where, message in timing:
+                        self.add(where, message)
                 try:
                     out.append(_Located(Node.model_validate(raw), path))
                 except ValidationError as e:
@@ -215,8 +244,9 @@ class _Checker:
         by_id: dict[str, _Located] = {}
         for item in located:
             by_id.setdefault(item.node.id, item)
-        # Designer-export trigger nodes are not work: they are dropped from the graph.
-        triggers = {i for i, item in by_id.items() if item.node.type in TRIGGER_NODE_TYPES}
+        # Designer-export trigger and end nodes are not work: they are dropped from the graph.
+        triggers = {i for i, item in by_id.items() if item.node.type in STRUCTURAL_NODE_TYPES}
+        self._end_edges(definition, {i for i in triggers if by_id[i].node.type in END_NODE_TYPES})
         handlers = definition.handler_ids()
         self._edges(definition, known)
         graph = {n.id: n for n in definition.graph()}
@@ -254,7 +284,7 @@ class _Checker:
             self._node(definition, node, item, known, handlers, ancestors)
         for raw, path in self.invalid:
             # A node that failed validation still gets its expressions checked.
-            for key in ("config", "with", "when", "foreach"):
+            for key in (*CONFIG_KEYS, "when", "foreach"):
                 if key in raw:
                     self._expressions(
                         raw[key],
@@ -268,6 +298,7 @@ class _Checker:
                     )
         self._outputs(definition, known)
         self._inputs(definition)
+        self._notifications(definition)
 
     def _edges(self, definition: Definition, known: set[str]) -> None:
         for k, edge in enumerate(definition.edges or []):
@@ -279,6 +310,18 @@ class _Checker:
                         ("edges", k, key),
                         f"edge {end} unknown node {name!r}{self._suggest(name, known)}",
                     )
+
+    def _end_edges(self, definition: Definition, ends: set[str]) -> None:
+        """An end node has no successors: an edge out of it would silently start its target
+        at once (the end node is not part of the graph)."""
+        for k, edge in enumerate(definition.edges or []):
+            if edge.source in ends:
+                data = self.document.data["edges"][k]
+                key = "from" if "from" in data else "source"
+                self.add(
+                    ("edges", k, key),
+                    f"edge from end node {edge.source!r}: an end node has no successors",
+                )
 
     def _handlers(
         self, definition: Definition, by_id: dict[str, _Located], known: set[str]
@@ -344,7 +387,7 @@ class _Checker:
 
     def _type(self, item: _Located) -> None:
         name = item.node.type
-        if name in WORKFLOW_TYPES or name in TRIGGER_NODE_TYPES:
+        if name in WORKFLOW_TYPES or name in STRUCTURAL_NODE_TYPES:
             return
         if self.catalog is None:
             return
@@ -372,7 +415,8 @@ class _Checker:
         if node.id in handlers:
             allowed_extra |= {"error", "failed_node"}
         upstream = ancestors.of(node.id) if ancestors is not None else None
-        config_path = (*path, "with" if (*path, "with") in self.document.keys else "config")
+        written = next((k for k in CONFIG_KEYS if (*path, k) in self.document.keys), "config")
+        config_path = (*path, written)
         self._config(definition, node, config_path, known, handlers, upstream, allowed_extra)
         if isinstance(node.when, str):
             self._expressions(
@@ -596,6 +640,58 @@ class _Checker:
         self._expressions(
             definition.outputs, ("outputs",), definition, None, known, set(), None, set()
         )
+
+    def _notifications(self, definition: Definition) -> None:
+        """Each ``notifications:`` channel's config fits its type (a webhook needs its url…).
+        The workflow sends it as written: only ``${{ secrets.NAME }}`` may stand in a value."""
+        model = self.catalog.config_model(LIFECYCLE_TYPE) if self.catalog is not None else None
+        for index, notification in enumerate(definition.notifications):
+            base: PathKey = ("notifications", index, "config")
+            templated = set()
+            for sub_path, text in _strings(notification.config, base):
+                if "${{" not in text:
+                    continue
+                templated.add(sub_path)
+                if "${{" in _SECRET_REFERENCE.sub("", text):
+                    self.add(
+                        sub_path,
+                        "a notification's config is sent as written: expressions are not "
+                        "evaluated here, only ${{ secrets.NAME }} is replaced",
+                    )
+            if model is None:
+                continue
+            kind = notification.type.removeprefix("notify.")
+            article = "an" if kind[0] in "aeiou" else "a"
+            try:
+                model.model_validate(
+                    {"channel": {"type": notification.type, "config": notification.config}}
+                )
+            except ValidationError as e:
+                for err in _errors(model, e):
+                    loc = err.loc[2:] if err.loc[:2] == ("channel", "config") else err.loc
+                    path = (*base, *loc)
+                    if any(path[: len(t)] == t for t in templated):
+                        continue
+                    if err.kind == "extra_forbidden" and loc:
+                        allowed = _channel_fields(model, notification.type, loc[:-1])
+                        name = str(loc[-1])
+                        self.add(
+                            path,
+                            f"unknown config key {name!r} for {article} {kind} notification"
+                            f"{self._suggest(name, allowed)}",
+                            key=True,
+                        )
+                    elif err.kind == "missing" and loc:
+                        at = base if notification.config else base[:-1]
+                        self.add(at, f"{article} {kind} notification needs config {_where(loc)}")
+                    else:
+                        where = _where(loc)
+                        self.add(
+                            path if loc else base,
+                            f"config {where}{err.joiner}{err.message}"
+                            if where
+                            else f"config: {err.message}",
+                        )
 
     def _inputs(self, definition: Definition) -> None:
         for name, spec in definition.inputs.items():
@@ -893,6 +989,17 @@ def _fields_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
             if alias is not None and hasattr(alias, "choices"):
                 names.extend(str(c) for c in alias.choices)
     return names
+
+
+def _channel_fields(model: type[BaseModel], kind: str, loc: tuple[str | int, ...]) -> list[str]:
+    """The config keys of the notification channel of type ``kind`` (at ``loc`` inside it)."""
+    field = model.model_fields.get("channel")
+    for member in _models_in(field.annotation if field is not None else None):
+        tag = member.model_fields.get("type")
+        config = member.model_fields.get("config")
+        if tag is not None and config is not None and kind in typing.get_args(tag.annotation):
+            return [name for m in _models_in(config.annotation) for name in _fields_at(m, loc)]
+    return []
 
 
 def _step(annotation: Any, part: str | int) -> Any:

@@ -1,6 +1,7 @@
 """The definitions folder behind ``tideflow api``, ``tideflow triggers`` and ``tideflow emit``.
 
-Every ``*.yaml``/``*.yml`` file directly in the folder is loaded and validated with
+Every ``*.yaml``/``*.yml`` file directly in the folder (but test files, ``*.test.yaml``) is
+loaded and validated with
 :func:`starter.client.load`. A file that does not validate is kept in the catalog with its located
 problems (so the API can list them) instead of stopping anything. The folder is scanned again
 when a file is added, removed or changed (:meth:`Catalog.refresh` compares names, sizes and
@@ -13,6 +14,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -24,6 +26,7 @@ DEFAULT_DEFINITIONS = "examples"
 """The definitions folder when neither ``--definitions`` nor ``TIDEFLOW_DEFINITIONS`` is given."""
 
 _SUFFIXES = (".yaml", ".yml")
+_TEST_SUFFIXES = (".test.yaml", ".test.yml")
 
 
 def definitions_dir(given: str | Path | None = None) -> Path:
@@ -44,6 +47,8 @@ class Entry:
     definition: Definition | None
     problems: list[Problem] = field(default_factory=list)
     trigger_problems: dict[int, list[Problem]] = field(default_factory=dict)
+    memo: dict[str, Any] | None = None
+    """Memo entries of the runs its triggers start (a deployed version names itself)."""
 
     @property
     def valid(self) -> bool:
@@ -56,6 +61,9 @@ TriggerCheck = Callable[[Path, Definition], dict[int, list[Problem]]]
 
 class Catalog:
     """The definitions of one folder, by slug, reloaded when the folder changes."""
+
+    schedule_prefix = "tideflow-"
+    """The ids of the schedules this catalog's triggers own start with this."""
 
     def __init__(self, folder: str | Path, *, check_triggers: TriggerCheck | None = None) -> None:
         self.folder = Path(folder)
@@ -95,7 +103,11 @@ class Catalog:
         if not self.folder.is_dir():
             return []
         return sorted(
-            p for p in self.folder.iterdir() if p.suffix.lower() in _SUFFIXES and p.is_file()
+            p
+            for p in self.folder.iterdir()
+            if p.suffix.lower() in _SUFFIXES
+            and not p.name.lower().endswith(_TEST_SUFFIXES)  # a definition's tests, beside it
+            and p.is_file()
         )
 
     def _scan(self) -> tuple[tuple[str, int, int], ...]:

@@ -24,7 +24,7 @@ from rich.text import Text
 from temporalio.client import Client, WorkflowFailureError
 
 from interpreter import Definition
-from interpreter.report import RunReport, RunState
+from interpreter.report import BudgetReport, RunReport, RunState
 
 _STYLE = {
     "completed": "green",
@@ -283,6 +283,8 @@ def state_table(state: RunState, pending: Sequence[Retry] = ()) -> Table:
         notes = []
         if node_id in state.waiting:
             notes.append(f"waiting for {state.waiting[node_id]}")
+        elif state.attention.get(node_id) == "budget":
+            notes.append("stopped by the budget: raise it with `tideflow budget`")
         elif status in _EXPLAINED and why.get(node_id):
             notes.append(why[node_id])
         for retry in node_retries:
@@ -306,6 +308,8 @@ def print_state(
     out.print(state_table(state, pending))
     if state.vars:
         out.print(Text("vars: " + json.dumps(state.vars, default=str)))
+    if state.budget is not None:
+        out.print(Text(budget_line(state.budget)))
     if state.error:
         out.print(Text.assemble(("error: ", "red"), state.error))
     if web_ui:
@@ -331,13 +335,34 @@ def print_report(report: RunReport) -> None:
         shown = node.error if node.error else _short(node.output)
         table.add_row(Text(node_id), status_text(node.status), str(node.attempts), Text(shown))
     out.print(table)
+    if report.reused:
+        out.print(Text("reused from the redriven run: " + ", ".join(report.reused)))
     if report.outputs:
         out.print(Text("outputs: " + json.dumps(report.outputs, indent=2, default=str)))
     if report.usage.ai_tokens:
         cost = f", ${report.usage.cost_usd:.4f}" if report.usage.cost_usd is not None else ""
         out.print(Text(f"AI tokens: {report.usage.ai_tokens}{cost}"))
+    if report.budget is not None:
+        out.print(Text(budget_line(report.budget)))
     if report.error:
         out.print(Text.assemble(("error: ", "red"), report.error))
+
+
+def budget_line(budget: BudgetReport) -> str:
+    """Spend against budget: ``budget: $0.0150 of $0.0100 spent (over), 900 of 5,000 tokens``.
+    A node's own budget (without a run budget) shows as the spend alone."""
+    parts = []
+    if budget.cost_usd is not None:
+        over = " (over)" if budget.spent_usd > budget.cost_usd else ""
+        parts.append(f"${budget.spent_usd:.4f} of ${budget.cost_usd:.4f} spent{over}")
+    elif budget.spent_usd:
+        parts.append(f"${budget.spent_usd:.4f} spent")
+    if budget.tokens is not None:
+        over = " (over)" if budget.spent_tokens > budget.tokens else ""
+        parts.append(f"{budget.spent_tokens:,} of {budget.tokens:,} tokens{over}")
+    else:
+        parts.append(f"{budget.spent_tokens:,} tokens")
+    return "budget: " + ", ".join(parts)
 
 
 def print_runs(runs: Sequence[Any]) -> None:
@@ -365,3 +390,82 @@ def _short(value: Any, limit: int = 120) -> str:
         return ""
     text = json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def print_stats(stats: Any) -> None:
+    """``tideflow stats``: runs per definition, then node attempts per node type."""
+    out = console()
+    span = stats.until - stats.since
+    window = f"runs started in the last {_span(span)}" + (
+        f", definition {stats.definition}" if stats.definition else ""
+    )
+    out.print(Text(window, style="bold"))
+    runs = Table(title="runs by definition", title_justify="left")
+    for name in ("definition", "started", "completed", "failed", "cancelled", "running"):
+        runs.add_column(name, justify="left" if name == "definition" else "right")
+    for name in ("success", "p50", "p95", "retries", "errors", "AI tokens", "cost"):
+        runs.add_column(name, justify="left" if name == "errors" else "right")
+    for entry in stats.definitions:
+        counts, nodes = entry.runs, entry.nodes
+        runs.add_row(
+            Text(entry.definition or "(unnamed)"),
+            str(counts.started),
+            str(counts.completed),
+            str(counts.failed),
+            str(counts.cancelled),
+            str(counts.running),
+            _rate(entry.success_rate),
+            _seconds(entry.duration_p50),
+            _seconds(entry.duration_p95),
+            str(nodes.retries),
+            Text(_errors(nodes.errors)),
+            f"{nodes.ai_tokens:,}",
+            f"${nodes.cost_usd:.4f}",
+        )
+    out.print(runs)
+    nodes_table = Table(title="node attempts by type", title_justify="left")
+    for name in ("node type", "attempts", "completed", "failed", "retries", "success"):
+        nodes_table.add_column(name, justify="left" if name == "node type" else "right")
+    for name in ("p50", "p95", "errors", "AI tokens", "cost", "CPU s", "peak MiB"):
+        nodes_table.add_column(name, justify="left" if name == "errors" else "right")
+    for entry in stats.node_types:
+        nodes_table.add_row(
+            Text(entry.node_type),
+            str(entry.attempts),
+            str(entry.completed),
+            str(entry.failed),
+            str(entry.retries),
+            _rate(entry.success_rate),
+            _seconds(entry.duration_p50),
+            _seconds(entry.duration_p95),
+            Text(_errors(entry.errors)),
+            f"{entry.ai_tokens:,}",
+            f"${entry.cost_usd:.4f}",
+            f"{entry.cpu_seconds:.2f}",
+            f"{entry.peak_rss_mb:.0f}" if entry.peak_rss_mb is not None else "",
+        )
+    out.print(nodes_table)
+    if stats.runs_truncated:
+        out.print(Text("note: only the most recent runs were read (narrow --since)", style="dim"))
+
+
+def _span(span: timedelta) -> str:
+    seconds = span.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _rate(rate: float | None) -> str:
+    return "" if rate is None else f"{rate * 100:.0f}%"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.1f}s"
+
+
+def _errors(errors: dict[str, int]) -> str:
+    return ", ".join(f"{name}: {count}" for name, count in list(errors.items())[:3])

@@ -25,11 +25,15 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
+from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
 from interpreter.workflow import DEFINITION_KEY, STATUS_KEY, VERSION_KEY
 
-SEARCH_ATTRIBUTES = (DEFINITION_KEY, VERSION_KEY, STATUS_KEY)
+REDRIVE_KEY = SearchAttributeKey.for_keyword("TideflowRedriveOf")
+"""Set on a run that ``tideflow redrive`` started: the workflow id of the run it redrives."""
+
+SEARCH_ATTRIBUTES = (DEFINITION_KEY, VERSION_KEY, STATUS_KEY, REDRIVE_KEY)
 """Keyword search attributes every Tideflow run may carry."""
 
 

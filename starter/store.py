@@ -27,14 +27,15 @@ _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
 
-def store_url(url: str | None = None) -> str:
-    """The store's URL: ``url``, else ``TIDEFLOW_STORE_URL``, else SQLite in the home."""
+def store_url(url: str | None = None, *, home: Path | None = None) -> str:
+    """The store's URL: ``url``, else ``TIDEFLOW_STORE_URL``, else SQLite in ``home`` (default
+    ``TIDEFLOW_HOME``)."""
     if url:
         return url
     configured = os.environ.get("TIDEFLOW_STORE_URL")
     if configured:
         return configured
-    home = Path(os.environ.get("TIDEFLOW_HOME", ".tideflow"))
+    home = home or Path(os.environ.get("TIDEFLOW_HOME", ".tideflow"))
     home.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{(home / 'control.db').resolve()}"
 

@@ -10,8 +10,11 @@ from pathlib import Path
 # Everything the tests' clients and workers write (payload store, SQLite, caches) goes to a
 # folder of this session, never into the checkout or a developer's data folder.
 os.environ["TIDEFLOW_HOME"] = tempfile.mkdtemp(prefix="tideflow-tests-")
-for name in ("TIDEFLOW_CONFIG", "TIDEFLOW_PAYLOAD_STORE", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
+for name in ("TIDEFLOW_CONFIG", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
     os.environ.pop(name, None)
+# One payload store for the session, as in a deployment: every client, worker and command the
+# tests start (whatever its own TIDEFLOW_HOME) reads and writes the same references.
+os.environ["TIDEFLOW_PAYLOAD_STORE"] = (Path(os.environ["TIDEFLOW_HOME"]) / "payloads").as_uri()
 
 pytest_plugins = sorted(
     f"tests.servers.{path.stem}"

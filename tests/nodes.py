@@ -21,6 +21,7 @@ async def run_node(
     scope: dict[str, Any] | None = None,
     node_id: str = "node",
     cache_ttl_seconds: float | None = None,
+    origin: str | None = None,
 ) -> NodeResult:
     """Run ``node_type`` with ``config`` as its activity would run on a worker.
 
@@ -41,6 +42,7 @@ async def run_node(
             config=config,
             scope=scope,
             cache_ttl_seconds=cache_ttl_seconds,
+            origin=origin,
         )
         environment = ActivityEnvironment()
         # The run a node belongs to comes from the activity's info, as on a worker.

@@ -336,6 +336,19 @@ EXAMPLES: dict[str, Example] = {
         """,
         formats=frozenset({2}),
     ),
+    "local_execution": Example(
+        """
+        name: Replay local
+        defaults:
+          execution: local
+          retry: {max_attempts: 3, backoff: fixed, initial_interval: 50ms}
+        tasks:
+          - {id: flaky, type: test.flaky, config: {failures: 1}}
+          - {id: next, type: test.echo, depends_on: [flaky], config: {value: 2}}
+          - {id: remote, type: test.echo, depends_on: [next], execution: remote}
+        """,
+        formats=frozenset({2}),
+    ),
     "continue_as_new_foreach": Example(
         """
         name: Replay foreach chain
@@ -370,7 +383,10 @@ async def record(names: list[str] | None = None, out: Path | None = None) -> lis
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
         search_attributes=list(SEARCH_ATTRIBUTES),
-        data_converter=tideflow_client.data_converter(),
+        # Inputs and results inline: the corpus must replay without this run's payload store.
+        data_converter=tideflow_client.data_converter(
+            WorkerSettings.from_env().model_copy(update={"history_inline_limit": 0})
+        ),
     )
     written: list[Path] = []
     try:
@@ -406,9 +422,7 @@ async def _record_one(
     if example.drive is not None:
         await example.drive(client, workflow_id)
     report = await tideflow_client.result(client, workflow_id, handle.result_run_id)
-    executions = [
-        e async for e in client.list_workflows(f'WorkflowId STARTS_WITH "{workflow_id}"')
-    ]
+    executions = [e async for e in client.list_workflows(f'WorkflowId STARTS_WITH "{workflow_id}"')]
     executions.sort(key=lambda e: (e.id != workflow_id, e.id, e.start_time))
     paths = []
     for index, execution in enumerate(executions):

@@ -604,28 +604,44 @@ async def test_events_start_listening_definitions_and_reach_waiting_runs(
 # --- Temporal unreachable -----------------------------------------------------------------------
 
 
-async def test_temporal_unreachable_is_503(
+async def test_temporal_unreachable_keeps_starts_in_the_outbox_and_health_is_503(
     definitions: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")
     app = create_app(definitions, settings=WorkerSettings(home=tmp_path), triggers=False)
     async with _serving(app) as http:
         response = await http.post("/definitions/api-hello/runs", json={"inputs": {"who": "x"}})
-        assert response.status_code == 503
-        assert "unreachable" in response.json()["detail"]
+        assert response.status_code == 202, response.text
+        pending = response.json()
+        assert pending["status"] == "pending"
+        assert pending["reason"].startswith("cannot reach Temporal at 127.0.0.1:")
+        assert pending["workflow_id"].startswith("api-hello-")
+        entry = await http.get(pending["status_url"])
+        assert entry.json()["status"] == "pending"
+        # Bad inputs are still refused at once: nothing is kept for them.
+        bad = await http.post("/definitions/api-hello/runs", json={"inputs": {"who": 3}})
+        assert bad.status_code == 422
+        # Reads that need Temporal cannot be kept: they answer 503.
+        assert (await http.get("/runs")).status_code == 503
         health = await http.get("/health")
         assert health.status_code == 503
         assert health.json()["temporal"].startswith("unreachable")
+        assert health.json()["outbox"]["pending"] == 1
         # What needs no Temporal still answers.
         assert (await http.get("/definitions")).status_code == 200
 
 
-async def test_health(api: httpx.AsyncClient) -> None:
+async def test_health(api: httpx.AsyncClient, tideflow: Tideflow) -> None:
     response = await api.get("/health")
-    assert response.status_code == 200
+    assert response.status_code == 200, response.text
     body = response.json()
     assert body["temporal"] == "ok"
     assert body["invalid_definitions"] == 1
+    # tideflow doctor's checks, in short.
+    checks = body["checks"]
+    assert checks["search attributes"] == checks[f"worker {tideflow.task_queue}"] == "ok"
+    assert checks["payload store"] == checks["outbox"] == "ok"
+    assert body["outbox"]["ok"] is True
 
 
 # --- /docs offline ------------------------------------------------------------------------------

@@ -585,7 +585,7 @@ async def test_oidc_tokens_verified_against_the_issuers_jwks(
         authenticator=Authenticator(store_url=f"sqlite:///{tmp_path / 'c.db'}", oidc=oidc),
     )
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    roles = {"realm_access": {"roles": ["tideflow-approvers", "finance"]}}
+    roles: dict[str, Any] = {"realm_access": {"roles": ["tideflow-approvers", "finance"]}}
     good = jwks.token(preferred_username="dana", **roles)
     cases = {
         jwks.token(key=other, **roles): "signature does not verify",

@@ -5,6 +5,7 @@ script calls; a child process costs seconds of imports); a few run the installed
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import io
 import json
@@ -23,6 +24,8 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 import grpc
 import jsonschema
@@ -112,6 +115,7 @@ def cli(tideflow: Tideflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
         "TEMPORAL_ADDRESS": tideflow.address,
         "TIDEFLOW_HOME": str(tmp_path / "home"),
         "TIDEFLOW_TASK_QUEUE": tideflow.task_queue,
+        "TIDEFLOW_PAYLOAD_STORE": tideflow.payload_store,
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -452,7 +456,7 @@ async def test_a_server_that_is_down_is_one_line(
     assert one_line_error(run) == expected
 
 
-class _RefusingFrontend(grpc.GenericRpcHandler):
+class _RefusingFrontend(grpc.GenericRpcHandler):  # type: ignore[misc]
     """A stand-in Temporal frontend that refuses the caller's credentials: every call, or every
     call but the one ``Client.connect`` makes."""
 
@@ -735,7 +739,7 @@ async def test_reject_and_cancel_piped(cli: Cli, tideflow: Tideflow) -> None:
     rejected = await tideflow.start(OPERATED)
     cancelled = await tideflow.start(OPERATED)
     for handle in (rejected, cancelled):
-        await eventually(lambda h=handle: _state(tideflow, h.id), _waiting_and_stuck)
+        await eventually(functools.partial(_state, tideflow, handle.id), _waiting_and_stuck)
     reject = await cli("approve", rejected.id, "review", "--reject", "--comment", "no")
     cancel = await cli("cancel", cancelled.id)
     assert (reject.code, reject.stdout) == (0, f"rejected review of {rejected.id}\n")
@@ -755,7 +759,7 @@ async def test_fail_gives_up_on_a_node_piped(
     report = await tideflow.result(handle)
     assert report.status == "failed"
     assert report.nodes["shaky"].status == "failed"
-    assert "by ana: not worth it" in (report.nodes["shaky"].error or "")
+    assert "(ana): not worth it" in (report.nodes["shaky"].error or "")
 
     # The run has ended: the node cannot be failed (or retried) again; the hint says what can.
     again = await cli("retry", handle.id, "shaky")
@@ -883,12 +887,12 @@ async def test_a_relative_path_is_resolved_where_the_cli_runs(
 async def test_upload_puts_the_file_in_the_payload_store(
     cli: Cli, tideflow: Tideflow, tmp_path: Path
 ) -> None:
-    store = tideflow.home / "payloads"  # the worker's store, which the CLI must share
+    # The store the worker and its clients share (the CLI must use it too).
+    store = Path(url2pathname(urlparse(tideflow.payload_store).path))
     definition = write(tmp_path, "parse.yaml", PARSE)
     done = await cli.process(
         "run",
         *(str(definition), "--json", "--upload", "-i", f"document={INVOICE}"),
-        env={"TIDEFLOW_PAYLOAD_STORE": store.as_uri()},
     )
     assert done.code == 0, done.stderr
     data = INVOICE.read_bytes()

@@ -90,7 +90,7 @@ async def test_the_identity_reaches_the_server(client: TideflowClient, tideflow:
     report = await run.report()
     assert report.status == "failed"
     # `by` is the client's user when the call names nobody.
-    assert (report.error or "").endswith("by ana: card expired")
+    assert (report.error or "").endswith("(ana): card expired")
 
     history = await run.temporal.fetch_history()
     signalled = [

@@ -275,7 +275,10 @@ def test_every_package_pip_installs_is_copied() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     copied = " ".join(args for word, args in _dockerfile_instructions() if word == "COPY")
     setuptools = project["tool"]["setuptools"]
-    for package in setuptools["packages"]:
+    # Top-level packages: found by their include patterns (``starter*`` takes its subpackages).
+    packages = [pattern.rstrip("*") for pattern in setuptools["packages"]["find"]["include"]]
+    assert packages
+    for package in packages:
         assert re.search(rf"(^|\s){package}(\s|/)", copied), f"{package} is not copied"
     for module in setuptools.get("py-modules", []):
         assert f"{module}.py" in copied

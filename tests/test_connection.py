@@ -246,7 +246,7 @@ async def test_the_cli_reports_a_tls_failure_in_one_line(
 # --- API keys -------------------------------------------------------------------------------------
 
 
-class _Frontend(grpc.GenericRpcHandler):
+class _Frontend(grpc.GenericRpcHandler):  # type: ignore[misc]
     """A stand-in Temporal frontend recording each call's metadata; it answers the call
     ``Client.connect`` makes."""
 

@@ -754,7 +754,8 @@ def test_a_spent_budget_stops_ai_nodes_until_an_operator_raises_it() -> None:
     assert state.status == "needs_attention" and state.attention == {"two": "budget"}
     assert state.budget is not None and state.budget.spent_usd == 0.012
     d.feed(BudgetRaised(RaiseBudget(add_usd=0.05, by="ops")))
-    assert d.activities["two"].input.budget.cost_usd == 0.048
+    left = d.activities["two"].input.budget
+    assert left is not None and left.cost_usd == 0.048
     d.complete("two")
     assert d.report.status == "completed"
     assert d.report.budget is not None and d.report.budget.cost_usd == 0.06
@@ -828,3 +829,14 @@ def test_observers_hear_the_run_and_every_node_start_and_end() -> None:
         ("node_ended", "b"),
         ("run_ended", None),
     ]
+
+
+def test_a_wide_fan_out_of_local_nodes_runs_its_overflow_as_regular_activities() -> None:
+    from interpreter.core import MAX_LOCAL_IN_FLIGHT
+
+    d = Driver(core_of(plan(*(act(f"n{i}", execution="local") for i in range(80)))))
+    started = [c for c in d.commands if isinstance(c, StartActivity)]
+    assert len(started) == 80
+    assert sum(c.local for c in started) == MAX_LOCAL_IN_FLIGHT
+    d.complete("n0")
+    assert d.core._local_in_flight == MAX_LOCAL_IN_FLIGHT - 1

@@ -4,6 +4,7 @@ cancel, the state query and the search attributes an operator filters on."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from typing import Any
 
@@ -270,7 +271,7 @@ async def test_an_event_reaches_only_the_run_waiting_with_its_correlation(
     first = await tideflow.start(text, {"order": "A-1"})
     second = await tideflow.start(text, {"order": "B-2"})
     for handle in (first, second):
-        await eventually(lambda h=handle: _state_if(tideflow.client, h.id, "waiting"))
+        await eventually(functools.partial(_state_if, tideflow.client, handle.id, "waiting"))
     delivered = await api.emit_event(
         tideflow.client,
         "payment",

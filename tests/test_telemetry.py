@@ -7,6 +7,7 @@ from pathlib import Path
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.testing import WorkflowEnvironment
 
 import tests.testing_node_types  # noqa: F401  (test.echo)
@@ -38,7 +39,7 @@ async def test_spans_cover_the_run_and_name_each_node(
     client = await Client.connect(
         temporal_env.client.service_client.config.target_host,
         data_converter=api.data_converter(),
-        interceptors=[telemetry.TracingInterceptor()],
+        interceptors=[TracingInterceptor()],
     )
     settings = WorkerSettings(home=tmp_path, task_queue="traced")
     async with running_worker(client, settings):
@@ -55,6 +56,8 @@ async def test_spans_cover_the_run_and_name_each_node(
     }
     assert set(node_spans) == {"first", "second"}
     assert node_spans["first"].name == "RunActivity:test.echo"
-    assert node_spans["first"].attributes["tideflow.workflow_id"] == report.workflow_id
+    first_attributes = node_spans["first"].attributes
+    assert first_attributes is not None
+    assert first_attributes["tideflow.workflow_id"] == report.workflow_id
     # One trace from the client's start to the last node.
     assert len({span.context.trace_id for span in spans}) == 1

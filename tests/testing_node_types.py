@@ -9,8 +9,9 @@ which the tests read back (the worker runs in the test process).
 - ``test.flaky`` ``{failures, value}`` fails (retryably) ``failures`` times per run and node,
   then returns ``{value, calls, attempt}``.
 - ``test.permanent`` ``{message}`` always raises ``PermanentNodeError`` (never retried).
-- ``test.sleep`` ``{seconds, fail_after}`` sleeps while heartbeating (or fails for good after
-  ``fail_after`` seconds); records in-flight counts and cancellations; returns ``{slept}``.
+- ``test.sleep`` ``{seconds, fail_after, group}`` sleeps while heartbeating (or fails for good
+  after ``fail_after`` seconds); records in-flight counts (per run and node, or across runs
+  under ``("group", group)``) and cancellations; returns ``{slept}``.
 - ``test.rendezvous`` ``{group, parties, timeout}`` waits until ``parties`` nodes of the same run
   and group are running at once (proof of parallelism without timing); fails if they never
   meet.
@@ -74,6 +75,8 @@ class SleepConfig(_Config):
     heartbeat_every: float = Field(default=0.05, gt=0)
     fail_after: float | None = Field(default=None, ge=0)
     """Fail (for good) after this many seconds instead of finishing."""
+    group: str | None = None
+    """Count in-flight calls across runs under ``("group", group)`` (concurrency limits)."""
 
 
 class RendezvousConfig(_Config):
@@ -116,7 +119,11 @@ async def permanent(config: PermanentConfig, ctx: NodeContext) -> None:
 @node_type("test.sleep", SleepConfig)
 async def sleep(config: SleepConfig, ctx: NodeContext) -> dict[str, Any]:
     """Sleep ``seconds`` while heartbeating, so a cancellation reaches the node."""
-    gauge = (ctx.run.workflow_id, _ITEM_SUFFIX.sub("", ctx.node_id))
+    gauge = (
+        ("group", config.group)
+        if config.group
+        else (ctx.run.workflow_id, _ITEM_SUFFIX.sub("", ctx.node_id))
+    )
     IN_FLIGHT[gauge] += 1
     MAX_IN_FLIGHT[gauge] = max(MAX_IN_FLIGHT[gauge], IN_FLIGHT[gauge])
     seconds = config.seconds if config.fail_after is None else config.fail_after

@@ -40,7 +40,7 @@ until existing="$(temporal operator search-attribute list --address "$ADDRESS" \
   sleep 2
 done
 
-for name in TideflowDefinition TideflowVersion TideflowStatus; do
+for name in TideflowDefinition TideflowVersion TideflowStatus TideflowRedriveOf; do
   if printf '%s\n' "$existing" | grep -qw "$name"; then
     echo "search attribute ${name} exists"
   else

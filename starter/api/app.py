@@ -15,7 +15,7 @@ from fastapi import Depends, FastAPI
 from temporalio.client import Client
 
 from activities import WorkerSettings
-from starter._catalog import definitions_dir
+from starter._catalog import Catalog, definitions_dir
 from starter.api import routers
 from starter.api.errors import TemporalUnavailable, install_error_handlers
 from starter.api.limits import ApiLimits, install_body_limit
@@ -25,6 +25,7 @@ from starter.api.routers.docs import install_docs
 from starter.api.runtime import TRIGGERS_USER, Runtime, TemporalConnection
 from starter.auth import Authenticator, is_loopback
 from starter.client import TideflowClient
+from starter.outbox import BacklogAlerts, Deliverer, Outbox, StartOutbox
 from starter.triggers import TriggerRunner, new_catalog
 
 log = logging.getLogger("tideflow.api")
@@ -41,10 +42,11 @@ def create_app(
     limits: ApiLimits | None = None,
     warm_parser: bool = False,
     authenticator: Authenticator | None = None,
+    catalog: Catalog | None = None,
 ) -> FastAPI:
-    """The API over a definitions folder; ``client`` is used when given (a Temporal client is
-    wrapped), else one is connected from ``TEMPORAL_ADDRESS`` on first need. ``triggers``
-    runs the trigger loop too.
+    """The API over a definitions folder (or ``catalog``: the registry's deployed definitions);
+    ``client`` is used when given (a Temporal client is wrapped), else one is connected from
+    ``TEMPORAL_ADDRESS`` on first need. ``triggers`` runs the trigger loop too.
     ``limits`` default to :meth:`ApiLimits.from_env` (``max_upload_bytes`` overrides theirs).
     ``warm_parser`` starts a parse worker at startup (:func:`serve` does), so the first posted
     definition does not wait for one to import the node types.
@@ -56,14 +58,24 @@ def create_app(
         limits = replace(limits, max_upload_bytes=max_upload_bytes)
     if isinstance(client, Client):
         client = TideflowClient(
-            client, user=TRIGGERS_USER, task_queue=settings.task_queue, origin="trigger"
+            client,
+            user=TRIGGERS_USER,
+            task_queue=settings.task_queue,
+            origin="trigger",
+            default_retry=settings.default_retry,
         )
+    connection = TemporalConnection(client, settings)
+    outbox = Outbox.of(settings)
+    alerts = BacklogAlerts(outbox, settings)
+    deliverer = Deliverer(outbox, connection.get, alerts=alerts)
     runtime = Runtime(
-        catalog=new_catalog(definitions_dir(definitions)),
+        catalog=catalog or new_catalog(definitions_dir(definitions)),
         settings=settings,
-        client=TemporalConnection(client, settings),
+        client=connection,
         limits=limits,
         parser=DefinitionParser(limits.parse),
+        outbox=StartOutbox(outbox, deliverer, settings),
+        alerts=alerts,
     )
 
     @asynccontextmanager
@@ -76,20 +88,22 @@ def create_app(
             runtime.parser.warm() if warm_parser else asyncio.sleep(0), name="tideflow-api-parser"
         )
         stop = asyncio.Event()
-        task: asyncio.Task[None] | None = None
+        # Starts accepted before a crash, or while Temporal was down, are delivered first.
+        tasks = [asyncio.create_task(deliverer.run(stop), name="tideflow-outbox")]
         if triggers:
             runner = TriggerRunner(
                 runtime.catalog,
                 runtime.client.get,
                 settings=settings,
                 poll_seconds=poll_seconds,
+                start=runtime.outbox.start_once,
             )
-            task = asyncio.create_task(runner.run(stop), name="tideflow-triggers")
+            tasks.append(asyncio.create_task(runner.run(stop), name="tideflow-triggers"))
         try:
             yield
         finally:
             stop.set()
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with suppress(asyncio.CancelledError):
                     await task
@@ -124,6 +138,7 @@ def serve(
     port: int = 8000,
     triggers: bool = True,
     poll_seconds: float = 2.0,
+    catalog: Catalog | None = None,
 ) -> None:
     """Run the API with uvicorn until interrupted (a bad ``TIDEFLOW_API_*`` value is one line on
     stderr and exit code 2). Without authentication configured (a token in the store, OIDC,
@@ -151,6 +166,7 @@ def serve(
         limits=limits,
         warm_parser=True,
         authenticator=authenticator,
+        catalog=catalog,
     )
     uvicorn.run(app, host=host, port=port, log_level="info")
 

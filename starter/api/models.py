@@ -42,6 +42,13 @@ class StartRequest(BaseModel):
 
     inputs: dict[str, Any] = Field(default_factory=dict)
     workflow_id: str | None = Field(default=None, description="default <slug>-<random>")
+    priority: int | None = Field(
+        default=None,
+        ge=1,
+        le=5,
+        description="task priority of the run and its nodes: 1 first, 5 last "
+        "(default the definition's, else 3)",
+    )
 
 
 class InlineRunRequest(StartRequest):
@@ -58,6 +65,39 @@ class RunStarted(BaseModel):
     definition: str
     web_ui: str
     document: str | None = Field(default=None, description="the saved upload's path")
+
+
+class PendingOut(BaseModel):
+    """A start (or event) accepted into the outbox and not handed to Temporal yet: Temporal
+    is unreachable, or the definition's runs are at their ``concurrency.max_runs``. It is
+    kept and delivered in order; its status URL tells when."""
+
+    pending: str = Field(description="the outbox entry's id")
+    kind: str = Field(description="start or event")
+    status: str = Field(description="pending (Temporal unreachable) or waiting (for a run slot)")
+    status_url: str
+    workflow_id: str | None = Field(default=None, description="the id the run will have (a start)")
+    definition: str | None = None
+    reason: str | None = None
+    document: str | None = Field(default=None, description="the saved upload's path")
+
+
+class OutboxEntryOut(BaseModel):
+    """An entry of the start outbox."""
+
+    id: str
+    kind: str
+    source: str
+    definition: str | None = None
+    workflow_id: str | None = None
+    run_id: str | None = None
+    status: str = Field(description="pending, waiting, delivered or failed")
+    attempts: int
+    error: str | None = None
+    created_at: float
+    delivered_at: float | None = None
+    parent: str | None = Field(default=None, description="the event entry that made this start")
+    result: dict[str, Any] | None = None
 
 
 class RunStateOut(RunState):
@@ -112,12 +152,33 @@ class EventOut(BaseModel):
         default_factory=list, description="runs this event's key had started before"
     )
     refused: list[RefusedOut] = Field(default_factory=list)
+    pending: list[PendingOut] = Field(
+        default_factory=list,
+        description="what waits in the outbox (answer 202): the event itself while Temporal "
+        "is unreachable, starts waiting for Temporal or a run slot",
+    )
+
+
+class OutboxHealth(BaseModel):
+    """The outbox's backlog against its bounds."""
+
+    pending: int
+    oldest_age_seconds: float | None
+    max_pending: int
+    max_age_seconds: float
+    ok: bool
+    alerting: bool = Field(description="past its bounds; the alert was sent")
 
 
 class HealthOut(BaseModel):
-    """Whether the API, Temporal and the definitions are fine."""
+    """Whether the API, Temporal, the definitions and the deployment are fine."""
 
     status: str
     temporal: str
     definitions: int
     invalid_definitions: int
+    outbox: OutboxHealth | None = None
+    checks: dict[str, str] = Field(
+        default_factory=dict,
+        description="`tideflow doctor`'s checks in short: ok, skip, or the problem",
+    )

@@ -81,7 +81,26 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], Rule] = {
     ("POST", "/runs/{workflow_id}/vars"): Rule(Permission.OPERATE, "run"),
     ("POST", "/runs/{workflow_id}/redrive"): Rule(Permission.OPERATE, "run"),
     ("POST", "/runs/{workflow_id}/approve"): Rule(Permission.APPROVE, "run"),
+    ("POST", "/runs/{workflow_id}/budget"): Rule(Permission.OPERATE, "run"),
+    ("GET", "/runs/{workflow_id}/nodes/{node}"): Rule(Permission.READ, "run"),
     ("POST", "/events/{name}"): Rule(Permission.OPERATE, "global"),
+    # Listings these routes do not filter per definition: a limited caller is refused.
+    ("GET", "/stats"): Rule(Permission.READ, "global"),
+    ("GET", "/outbox"): Rule(Permission.READ, "global"),
+    ("GET", "/outbox/{entry_id}"): Rule(Permission.READ, "global"),
+    ("GET", "/registry"): Rule(Permission.READ, "global"),
+    ("GET", "/registry/{name}"): Rule(Permission.READ, "slug"),
+    ("GET", "/registry/{name}/versions/{version}"): Rule(Permission.READ, "slug"),
+    ("GET", "/registry/{name}/history"): Rule(Permission.READ, "slug"),
+    ("POST", "/registry/{name}/runs"): Rule(Permission.START, "slug"),
+    # The run page: a browser sends no bearer token, so it is usable while no authentication
+    # is configured (loopback), or through a proxy that adds the caller's token.
+    ("GET", "/ui/assets/{name}"): PUBLIC,
+    ("GET", "/ui"): Rule(Permission.READ, "global"),
+    ("GET", "/ui/runs"): Rule(Permission.READ, "global"),
+    ("GET", "/ui/runs/{workflow_id}"): Rule(Permission.READ, "run"),
+    ("GET", "/ui/runs/{workflow_id}/nodes/{node}"): Rule(Permission.READ, "run"),
+    ("GET", "/ui/runs/{workflow_id}/live"): Rule(Permission.READ, "run"),
     ("GET", "/audit"): Rule(Permission.AUDIT, "global"),
     ("GET", "/tokens"): Rule(Permission.MANAGE_TOKENS, "global"),
     ("POST", "/tokens"): Rule(Permission.MANAGE_TOKENS, "global"),
@@ -153,8 +172,8 @@ async def guard(request: Request) -> None:
             )
         assert rule.permission is not None
         definition: str | None = None
-        if rule.scope == "slug":
-            definition = params.get("slug")
+        if rule.scope == "slug":  # a folder's definition, or the registry's by name
+            definition = params.get("slug") or params.get("name")
         elif rule.scope == "run" and identity.limited:
             definition = await run_definition(request, params.get("workflow_id", ""))
         elif rule.scope == "listing":

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -18,6 +18,7 @@ from starter.api.errors import ApiError, ProblemOut, TemporalUnavailable
 from starter.api.limits import ApiLimits
 from starter.api.parsing import DefinitionParser
 from starter.client import TideflowClient, connect, default_identity
+from starter.outbox import BacklogAlerts, StartOutbox
 
 log = logging.getLogger("tideflow.api")
 
@@ -60,8 +61,20 @@ class TemporalConnection:
         except ServerError as e:  # runs still start when they are registered another way
             log.warning("%s", e)
         return TideflowClient(
-            temporal, user=TRIGGERS_USER, task_queue=self._settings.task_queue, origin="trigger"
+            temporal,
+            user=TRIGGERS_USER,
+            task_queue=self._settings.task_queue,
+            origin="trigger",
+            default_retry=self._settings.default_retry,
         )
+
+
+@dataclass
+class CachedChecks:
+    """The doctor's report ``/health`` reuses for a few seconds, and when it was made."""
+
+    report: Any = None
+    made_at: float = 0.0
 
 
 @dataclass
@@ -73,6 +86,11 @@ class Runtime:
     client: TemporalConnection
     limits: ApiLimits
     parser: DefinitionParser
+    outbox: StartOutbox
+    """Where every start goes first (delivered to Temporal by its deliverer)."""
+    alerts: BacklogAlerts
+    checks: CachedChecks = field(default_factory=lambda: CachedChecks())
+    """``/health``'s latest deployment checks."""
 
     def entry(self, slug: str) -> Entry:
         """The catalog entry of ``slug`` (404 when the folder has none)."""

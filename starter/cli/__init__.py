@@ -31,8 +31,15 @@ COMMAND_MODULES = (
     "definitions",
     "runs",
     "control",
+    "redrive",
+    "registry",
+    "shadow",
+    "templates",
+    "testing",
     "servers",
     "upgrade",
+    "operations",
+    "deployment",
     "security",
 )
 """The command modules of this package (each with ``register(commands)``), in the order their

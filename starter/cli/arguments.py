@@ -55,6 +55,27 @@ def add_definitions_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_registry_arg(p: argparse.ArgumentParser) -> None:
+    """``--registry``: the registry's deployed definitions instead of a folder."""
+    p.add_argument(
+        "--registry",
+        action="store_true",
+        help="the deployed definitions of the registry (tideflow deploy) instead of a folder",
+    )
+
+
+def catalog_of(args: argparse.Namespace, *, required: bool = True) -> Any:
+    """The catalog a command serves: the registry with ``--registry``, else the folder of
+    ``--definitions`` (or its default)."""
+    if getattr(args, "registry", False):
+        from starter.registry import registry_catalog
+
+        return registry_catalog()
+    from starter.triggers import new_catalog
+
+    return new_catalog(definitions_folder(args, required=required))
+
+
 def parse_value(text: str) -> Any:
     """``text`` as JSON when it parses, else the string itself."""
     try:

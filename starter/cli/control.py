@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from starter.cli.arguments import (
     Commands,
     add_definitions_arg,
-    definitions_folder,
+    add_registry_arg,
+    catalog_of,
     pairs,
     parse_value,
 )
@@ -74,6 +75,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--id", dest="workflow_id", help="deliver to this run only (starts nothing)")
     p.add_argument("--key", help="event id: the same key never starts a definition's run twice")
     add_definitions_arg(p)
+    add_registry_arg(p)
 
 
 async def _pause(args: argparse.Namespace) -> int:
@@ -144,7 +146,7 @@ async def _approve(args: argparse.Namespace) -> int:
 
 
 async def _emit(args: argparse.Namespace) -> int:
-    from starter.triggers import new_catalog, start_runs_for_event
+    from starter.triggers import start_runs_for_event
 
     payload = parse_value(args.data) if args.data is not None else None
     client = await connect()
@@ -154,10 +156,8 @@ async def _emit(args: argparse.Namespace) -> int:
     _print_deliveries(args.event, args.correlation, deliveries)
     if args.workflow_id:
         return EXIT_OK
-    folder = definitions_folder(args, required=args.definitions is not None)
-    starts = await start_runs_for_event(
-        client, new_catalog(folder), args.event, payload, key=args.key
-    )
+    catalog = catalog_of(args, required=args.definitions is not None)
+    starts = await start_runs_for_event(client, catalog, args.event, payload, key=args.key)
     print(f"emit {args.event}: started {sum(r.new for r in starts.started)} run(s)")
     for run in starts.started:
         print(f"  {run.workflow_id} ({run.definition}{'' if run.new else ', started before'})")

@@ -19,7 +19,11 @@ from starter.cli.errors import EXIT_BAD_INPUT, EXIT_OK
 
 def register(commands: Commands) -> None:
     """Add this module's commands."""
-    p = commands.add("validate", _validate, "check definition files; print FILE:LINE:COL: problems")
+    p = commands.add(
+        "validate",
+        _validate,
+        "check definition files (and test files, NAME.test.yaml); print FILE:LINE:COL: problems",
+    )
     p.add_argument("files", nargs="+", metavar="FILE")
 
     p = commands.add(
@@ -36,8 +40,16 @@ def register(commands: Commands) -> None:
 
 def _validate(args: argparse.Namespace) -> int:
     from starter import client
+    from starter.testing.testfile import TestFileError, is_test_file, load_test_file
 
-    problems = client.validate(args.files)
+    definitions = [f for f in args.files if not is_test_file(f)]
+    problems = client.validate(definitions)
+    for test_file in (f for f in args.files if is_test_file(f)):
+        # A definition's test file is checked as one: its cases against its definition.
+        try:
+            load_test_file(test_file)
+        except TestFileError as e:
+            problems.extend(e.problems)
     for problem in problems:
         print(problem)
     if problems:
@@ -48,13 +60,15 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 async def _compile(args: argparse.Namespace) -> int:
+    from activities import WorkerSettings
     from starter import client
 
     definition = load_definition(args.file)
     given = inputs(args)
     check_inputs(definition, given)
     given = await local_inputs(args, given, None)
-    print_json(client.run_input(definition, given))
+    default_retry = WorkerSettings.from_env().default_retry
+    print_json(client.run_input(definition, given, default_retry=default_retry))
     return EXIT_OK
 
 

@@ -26,9 +26,10 @@ def expected(error: Exception) -> bool:
     ``TIDEFLOW_DEBUG``)."""
     from temporalio.service import RPCError
 
+    from activities.settings import SettingsError
     from starter.client import ControlError
 
-    return isinstance(error, RPCError | ControlError)
+    return isinstance(error, RPCError | ControlError | SettingsError)
 
 
 def error_line(error: Exception, args: argparse.Namespace | None = None) -> str:
@@ -41,10 +42,13 @@ def error_line(error: Exception, args: argparse.Namespace | None = None) -> str:
     from temporalio.exceptions import WorkflowAlreadyStartedError
     from temporalio.service import RPCError, RPCStatusCode
 
+    from activities.settings import SettingsError
     from starter.client import ControlError
 
     command = getattr(args, "command", None) or "tideflow"
     workflow_id = getattr(args, "workflow_id", None)
+    if isinstance(error, SettingsError):  # one located line per problem of the configuration
+        return str(error)
     if isinstance(error, ControlError):
         return f"{command}: {error}"
     if isinstance(error, WorkflowAlreadyStartedError):

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from typing import TYPE_CHECKING, Any
 
 from starter.cli.arguments import (
     Commands,
     add_input_args,
     check_inputs,
     inputs,
-    load_definition,
     print_json,
 )
 from starter.cli.connection import (
@@ -22,6 +23,11 @@ from starter.cli.connection import (
     wait_for_worker,
 )
 from starter.cli.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, Exit
+from starter.cli.registry import run_target
+
+if TYPE_CHECKING:
+    from interpreter import Definition
+    from starter.client import RunHandle, TideflowClient
 
 
 def register(commands: Commands) -> None:
@@ -68,7 +74,12 @@ def register(commands: Commands) -> None:
 
 
 def _start_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", metavar="FILE")
+    p.add_argument(
+        "file",
+        metavar="FILE",
+        help="a definition file, or a deployed definition: NAME (its active version) or "
+        "NAME@VERSION",
+    )
     add_input_args(p)
     p.add_argument("--id", dest="workflow_id", help="workflow id (default slug-random)")
     p.add_argument("--task-queue", help="task queue (default tideflow)")
@@ -78,14 +89,30 @@ def _start_args(p: argparse.ArgumentParser) -> None:
         help="copy inputs that name local files to the payload store (done anyway "
         "when the worker runs on another machine); otherwise they become file:// URIs",
     )
+    p.add_argument(
+        "--priority",
+        type=int,
+        choices=range(1, 6),
+        metavar="1-5",
+        help="the run's task priority: 1 first, 5 last (default the definition's, else 3)",
+    )
+    if p.prog.endswith(" start"):
+        p.add_argument(
+            "--queue",
+            action="store_true",
+            help="write the start to the outbox first: kept while Temporal is unreachable and "
+            "delivered once it answers (always so for definitions with `concurrency`)",
+        )
 
 
 async def _start(args: argparse.Namespace) -> int:
-    definition = load_definition(args.file)
+    definition, memo = run_target(args.file)
     given = inputs(args)
     check_inputs(definition, given)
-    client = await connect()
     queue = task_queue(args)
+    if args.queue or definition.concurrency:
+        return await _start_queued(args, definition, given, queue, memo)
+    client = await connect()
     identities = await client.poller_identities(queue)
     if not identities:
         print(
@@ -94,9 +121,43 @@ async def _start(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     given = await local_inputs(args, given, identities)
-    run = await client.start(definition, given, workflow_id=args.workflow_id, task_queue=queue)
+    run = await client.start(
+        definition,
+        given,
+        workflow_id=args.workflow_id,
+        task_queue=queue,
+        memo=memo,
+        priority=args.priority,
+    )
     print(run.id)
     print(f"Web UI: {run.web_ui_url()}", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _start_queued(
+    args: argparse.Namespace,
+    definition: Definition,
+    given: dict[str, Any],
+    queue: str,
+    memo: dict[str, Any] | None = None,
+) -> int:
+    """``start --queue``: accepted into the outbox, delivered now if Temporal takes it."""
+    from activities import WorkerSettings
+    from starter.cli.deployment import cli_outbox, explain
+
+    given = await local_inputs(args, given, None)
+    starts, _ = cli_outbox(WorkerSettings.from_env())
+    accepted = await starts.start(
+        definition,
+        given,
+        source="cli",
+        task_queue=queue,
+        workflow_id=args.workflow_id,
+        memo=memo,
+        priority=args.priority,
+    )
+    print(accepted.entry.workflow_id)
+    print(explain(accepted.entry), file=sys.stderr)
     return EXIT_OK
 
 
@@ -104,7 +165,7 @@ async def _run(args: argparse.Namespace) -> int:
     from starter.client import web_ui_url
     from starter.progress import follow
 
-    definition = load_definition(args.file)
+    definition, memo = run_target(args.file)
     given = inputs(args)
     check_inputs(definition, given)
     queue = task_queue(args)
@@ -114,7 +175,17 @@ async def _run(args: argparse.Namespace) -> int:
             client, queue, args.wait_for_worker, quiet=2.0 if args.embedded else 0.0
         )
         given = await local_inputs(args, given, identities)
-        run = await client.start(definition, given, workflow_id=args.workflow_id, task_queue=queue)
+        if definition.concurrency:
+            run = await _start_when_a_slot_is_free(client, args, definition, given, queue, memo)
+        else:
+            run = await client.start(
+                definition,
+                given,
+                workflow_id=args.workflow_id,
+                task_queue=queue,
+                memo=memo,
+                priority=args.priority,
+            )
         if not args.json:
             print(f"started {run.id}", file=sys.stderr)
             await follow(client.temporal, run.id, definition)
@@ -127,6 +198,47 @@ async def _run(args: argparse.Namespace) -> int:
         print_report(report)
         print(f"Web UI: {web_ui_url(report.workflow_id, report.run_id)}")
     return EXIT_OK if report.status == "completed" else EXIT_FAILED
+
+
+async def _start_when_a_slot_is_free(
+    client: TideflowClient,
+    args: argparse.Namespace,
+    definition: Definition,
+    given: dict[str, Any],
+    queue: str,
+    memo: dict[str, Any] | None = None,
+) -> RunHandle:
+    """A run of a definition with ``concurrency``: through the outbox, waiting for a slot."""
+    from activities import WorkerSettings
+    from starter.outbox import Deliverer, Outbox, StartOutbox
+
+    async def connected() -> TideflowClient:
+        return client
+
+    settings = WorkerSettings.from_env()
+    outbox = Outbox.of(settings)
+    deliverer = Deliverer(outbox, connected)
+    starts = StartOutbox(outbox, deliverer, settings)
+    accepted = await starts.start(
+        definition,
+        given,
+        source="cli",
+        task_queue=queue,
+        workflow_id=args.workflow_id,
+        memo=memo,
+        priority=args.priority,
+    )
+    entry, said = accepted.entry, ""
+    while entry.status in ("pending", "waiting"):
+        if entry.error and entry.error != said:
+            print(f"{entry.workflow_id}: {entry.error}", file=sys.stderr, flush=True)
+            said = entry.error
+        await asyncio.sleep(1.0)
+        (entry,) = await deliverer.settle([entry.id], 5.0)
+    if entry.status == "failed":
+        raise Exit(EXIT_FAILED, f"start refused: {entry.error}")
+    assert entry.workflow_id is not None
+    return client.get_run(entry.workflow_id, entry.run_id)
 
 
 async def _status(args: argparse.Namespace) -> int:

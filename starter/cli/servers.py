@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from starter.cli.arguments import Commands, add_definitions_arg, definitions_folder
+from starter.cli.arguments import (
+    Commands,
+    add_definitions_arg,
+    add_registry_arg,
+    catalog_of,
+    definitions_folder,
+)
 from starter.cli.connection import connect
 from starter.cli.errors import EXIT_FAILED, EXIT_OK, Exit
 
@@ -21,6 +26,7 @@ def register(commands: Commands) -> None:
     """Add this module's commands."""
     p = commands.add("api", _api, "serve the HTTP API (and run the triggers in the background)")
     add_definitions_arg(p)
+    add_registry_arg(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--no-triggers", action="store_true", help="do not run the triggers")
@@ -30,6 +36,7 @@ def register(commands: Commands) -> None:
 
     p = commands.add("triggers", _triggers, "run the triggers: sync schedules, watch folders")
     add_definitions_arg(p)
+    add_registry_arg(p)
     p.add_argument(
         "--poll-seconds", type=float, default=2.0, help="how often watched folders are polled"
     )
@@ -66,6 +73,17 @@ def _api(args: argparse.Namespace) -> int:
     from starter.api import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.registry:
+        from starter.registry import registry_catalog
+
+        serve(
+            catalog=registry_catalog(),
+            host=args.host,
+            port=args.port,
+            triggers=not args.no_triggers,
+            poll_seconds=args.poll_seconds,
+        )
+        return EXIT_OK
     serve(
         definitions_folder(args),
         host=args.host,
@@ -79,11 +97,12 @@ def _api(args: argparse.Namespace) -> int:
 async def _triggers(args: argparse.Namespace) -> int:
     import logging
 
-    from starter.triggers import TriggerRunner, new_catalog, trigger_summary
+    from starter.triggers import TriggerRunner, trigger_summary
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    catalog = new_catalog(definitions_folder(args))
-    for line in trigger_summary(catalog.entries()) or [f"{catalog.folder}: no triggers"]:
+    catalog = catalog_of(args)
+    summary = trigger_summary(catalog.entries(), catalog.schedule_prefix)
+    for line in summary or [f"{catalog.folder}: no triggers"]:
         print(line)
     client = await connect(origin="trigger")
 
@@ -146,8 +165,7 @@ def _server(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     import worker
 
-    asyncio.run(worker.main())
-    return EXIT_OK
+    return worker.run_main()
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -157,12 +175,11 @@ def _dev(args: argparse.Namespace) -> int:
     _start_server(server)
     os.environ["TEMPORAL_ADDRESS"] = server.address
     try:
-        asyncio.run(worker.main(development=True))
+        return worker.run_main(development=True)
     except KeyboardInterrupt:
-        pass
+        return EXIT_OK
     finally:
         server.stop()
-    return EXIT_OK
 
 
 async def _demo(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ The package: :mod:`~starter.client.tideflow_client` (the client),
 :mod:`~starter.client.handle` (a run), :mod:`~starter.client.connection` (connecting, who
 acts), :mod:`~starter.client.definitions` (loading definitions, a run's input),
 :mod:`~starter.client.listing` (finding runs), :mod:`~starter.client.events` (events),
+:mod:`~starter.client.redrive` (running ended runs again from their last checkpoint),
 :mod:`~starter.client.web_ui` (links), :mod:`~starter.client.legacy` (the first API).
 """
 
@@ -67,6 +68,7 @@ from starter.client.legacy import (
     status,
 )
 from starter.client.listing import RunSummary, list_runs, visibility_query
+from starter.client.redrive import RedriveCandidate, RedriveError, RedrivePlan
 from starter.client.tideflow_client import TideflowClient
 from starter.client.web_ui import web_ui_base, web_ui_url
 
@@ -77,6 +79,9 @@ __all__ = [
     "DefinitionError",
     "EventDelivery",
     "InputError",
+    "RedriveCandidate",
+    "RedriveError",
+    "RedrivePlan",
     "RunHandle",
     "RunSummary",
     "TideflowClient",

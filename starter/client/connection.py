@@ -135,17 +135,19 @@ async def connect(
     settings: WorkerSettings | None = None,
     identity: str | None = None,
     connect_timeout: timedelta | None = None,
+    metrics_address: str | None = None,
 ) -> Client:
     """A Temporal client configured as :func:`connect_config` says (profile, ``TEMPORAL_*``
     variables: TLS, mTLS, API key), with Tideflow's data converter; ``identity`` defaults to
-    the SDK's ``pid@host`` (what workers use). :meth:`TideflowClient.connect
-    <starter.client.TideflowClient.connect>` wraps it."""
+    the SDK's ``pid@host`` (what workers use). ``metrics_address`` serves the metrics of the
+    client and its workers for Prometheus (default ``TIDEFLOW_METRICS_ADDRESS``).
+    :meth:`TideflowClient.connect <starter.client.TideflowClient.connect>` wraps it."""
     config = connect_config(address, namespace)
     return await Client.connect(
         **config,
         data_converter=data_converter(settings),
         interceptors=telemetry.interceptors(),
-        runtime=telemetry.runtime(),
+        runtime=telemetry.runtime(metrics_address),
         identity=identity,
         connect_timeout=connect_timeout,
     )

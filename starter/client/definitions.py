@@ -16,6 +16,7 @@ import activities
 from interpreter import Definition, Problem, load_file, problems_in_file
 from interpreter.control import RunInput
 from interpreter.inputs import resolve_inputs
+from interpreter.model import RetrySpec
 from interpreter.plan import compile_plan
 from interpreter.workflow import DEFINITION_KEY, VERSION_KEY
 
@@ -41,19 +42,30 @@ def run_input(
     *,
     history_limit: int | None = None,
     origin: str | None = None,
+    default_retry: RetrySpec | None = None,
 ) -> RunInput:
     """The workflow input of a run: the definition's compiled plan plus checked inputs, and
     where the run comes from (``origin``: ``api``, ``cli``, ``trigger``…; its nodes see it).
 
+    ``default_retry`` (the engine configuration's ``default_retry``, seed 003's
+    ``error_handling``) is the retry of nodes when the definition sets no default of its own;
+    the plan records it, so the run keeps it whatever the configuration becomes.
     Raises :class:`~interpreter.inputs.InputError` naming each bad field before anything runs.
     """
     resolve_inputs(definition, inputs or {})
+    plan = compile_plan(with_default_retry(definition, default_retry), activities.registry)
     return RunInput(
-        plan=compile_plan(definition),
-        inputs=dict(inputs or {}),
-        history_limit=history_limit,
-        origin=origin,
+        plan=plan, inputs=dict(inputs or {}), history_limit=history_limit, origin=origin
     )
+
+
+def with_default_retry(definition: Definition, retry: RetrySpec | None) -> Definition:
+    """``definition`` with ``retry`` as its default retry, unless it sets one (``defaults.retry``
+    or ``error_handling.retry``) or ``retry`` is None."""
+    if retry is None or definition.defaults.retry or definition.error_handling.retry:
+        return definition
+    defaults = definition.defaults.model_copy(update={"retry": retry})
+    return definition.model_copy(update={"defaults": defaults})
 
 
 def definition_json(definition: Definition) -> dict[str, Any]:

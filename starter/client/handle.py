@@ -28,21 +28,37 @@ from interpreter.control import (
     ControlAnswer,
     Event,
     FailNode,
+    RaiseBudget,
     RetryNode,
     SetVars,
     SkipNode,
 )
-from interpreter.report import DefinitionRef, RunReport, RunState
+from interpreter.report import DefinitionRef, RunReport, RunState, RunStatusName
+from interpreter.values import has_refs
 from interpreter.workflow import RUN_FAILED, TideflowWorkflow
 from starter.client.errors import ControlError
 from starter.client.listing import status_word
 from starter.client.web_ui import web_ui_url
 
 if TYPE_CHECKING:
+    from starter.client.redrive import RedrivePlan
     from starter.client.tideflow_client import TideflowClient
 
 _REDRIVABLE = frozenset({"failed", "cancelled", "terminated", "timed_out"})
 """How a run ends when ``tideflow redrive`` can run it again."""
+
+
+async def resolved_report(report: RunReport) -> RunReport:
+    """``report`` with the large values its run passed by reference read back (from the
+    payload store the client and workers share)."""
+    data = report.model_dump(mode="json")
+    if not has_refs(data):
+        return report
+    from activities import WorkerSettings
+    from activities.values import ValueStore, resolve_async
+
+    store = ValueStore(WorkerSettings.from_env())
+    return RunReport.model_validate(await resolve_async(data, store))
 
 
 def report_from_failure(error: WorkflowFailureError) -> RunReport | None:
@@ -105,10 +121,15 @@ class RunHandle:
 
     # --- reading ---------------------------------------------------------------------------
 
-    async def report(self) -> RunReport:
+    async def report(self, *, resolve_values: bool = True) -> RunReport:
         """Wait for the run to end and return its report: a failed run's report is taken from
         its failure; a cancelled, terminated or refused run gets the report it had so far,
-        with its status and error."""
+        with its status and error. Large values the run passed by reference are read back
+        from the value store unless ``resolve_values`` is false."""
+        report = await self._report()
+        return await resolved_report(report) if resolve_values else report
+
+    async def _report(self) -> RunReport:
         try:
             return await self._handle.result()
         except WorkflowFailureError as e:
@@ -117,11 +138,12 @@ class RunHandle:
                 return carried
             cause = e.cause
             message = cause.message if isinstance(cause, FailureError) else str(e)
-            status = {
+            ended: dict[type, RunStatusName] = {
                 CancelledError: "cancelled",
                 TerminatedError: "terminated",
                 TimeoutError: "timed_out",
-            }.get(type(cause), "failed")
+            }
+            status: RunStatusName = ended.get(type(cause), "failed")
         try:
             # A closed run answers queries only through a worker (it replays the history):
             # with none polling, give up soon and say what we know.
@@ -159,6 +181,28 @@ class RunHandle:
         ``cancelled``, ``terminated``, ``timed_out`` or ``continued``."""
         status = (await self.describe()).status
         return None if status == WorkflowExecutionStatus.RUNNING else status_word(status)
+
+    # --- redrive ---------------------------------------------------------------------------
+
+    async def redrive_plan(self, from_node: str | None = None) -> RedrivePlan:
+        """What :meth:`redrive` would do: the nodes that keep their output and those that run
+        again. Raises :class:`~starter.client.redrive.RedriveError` for a run that is open or
+        completed, or a ``from_node`` its plan does not have."""
+        from starter.client.redrive import plan_redrive, recorded_run
+
+        return plan_redrive(await recorded_run(self), from_node)
+
+    async def redrive(
+        self, from_node: str | None = None, *, workflow_id: str | None = None
+    ) -> RunHandle:
+        """Start a new run of this failed, cancelled, terminated or timed-out run: the same plan
+        and inputs, every node that completed keeping its output without running again, except
+        ``from_node`` and what depends on it. Returns the new run's handle (its report lists the
+        reused nodes in ``reused``)."""
+        from starter.client.redrive import start_redrive
+
+        plan = await self.redrive_plan(from_node)
+        return await start_redrive(self._client, plan, workflow_id=workflow_id)
 
     # --- signals and cancellation ----------------------------------------------------------
 
@@ -257,6 +301,14 @@ class RunHandle:
         return await self._update(
             TideflowWorkflow.approve, request, "approve", f"node {node} {decision}"
         )
+
+    async def raise_budget(
+        self, add_tokens: int = 0, add_usd: float = 0.0, by: str | None = None
+    ) -> ControlAnswer:
+        """Let the run spend more on models; nodes its budget stopped run again (``by``
+        defaults to the client's user)."""
+        request = RaiseBudget(add_tokens=add_tokens, add_usd=add_usd, by=by or self._client.user)
+        return await self._update(TideflowWorkflow.raise_budget, request)
 
     async def _update(
         self,

@@ -81,8 +81,12 @@ async def list_runs(
 ) -> list[RunSummary]:
     """Recent runs, newest first, filtered by definition slug and status (raises ValueError
     for an unknown status)."""
+    return await list_runs_matching(temporal, visibility_query(definition, status), limit=limit)
+
+
+async def list_runs_matching(temporal: Client, query: str, *, limit: int = 50) -> list[RunSummary]:
+    """The runs a visibility query finds, newest first, as :class:`RunSummary` lines."""
     out: list[RunSummary] = []
-    query = visibility_query(definition, status)
     async for execution in temporal.list_workflows(query, limit=limit):
         attributes = execution.typed_search_attributes
         live = attributes.get(STATUS_KEY)

@@ -4,16 +4,18 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 from typing import Any, cast
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import Priority, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from activities import WorkerSettings
 from interpreter import Definition
+from interpreter.model import RetrySpec
 from interpreter.report import RunReport
 from interpreter.workflow import TideflowWorkflow
 from starter import audit, lineage
@@ -34,7 +36,14 @@ from starter.client.definitions import (
 )
 from starter.client.events import EventDelivery
 from starter.client.handle import RunHandle
-from starter.client.listing import RunSummary, list_runs
+from starter.client.listing import RunSummary, list_runs, list_runs_matching
+from starter.client.redrive import RedriveCandidate, redrive_candidates
+
+
+def task_priority(key: int | None) -> Priority:
+    """Temporal's priority for a run's ``priority`` (1 first … 5 last; None: the default, 3).
+    Activities inherit their workflow's priority, so a run's nodes are ordered too."""
+    return Priority(priority_key=key) if key else Priority.default
 
 
 class TideflowClient:
@@ -58,6 +67,7 @@ class TideflowClient:
         origin: str | None = None,
         audit: bool = True,
         lineage: bool = True,
+        default_retry: RetrySpec | None = None,
     ) -> None:
         """Wrap a connected Temporal client. ``user`` is the ``by`` of approvals and failed
         nodes when a call does not name one (None: nobody), and who the audit trail records;
@@ -66,7 +76,9 @@ class TideflowClient:
         ``tideflow``); ``origin`` is where the runs it starts come from (``cli``, ``api``,
         ``trigger``…: nodes see it, the audit trail records it); ``audit=False`` records
         nothing in the audit trail (:mod:`starter.audit`), ``lineage=False`` nothing of the
-        runs it starts in the lineage tables (:mod:`starter.lineage`)."""
+        runs it starts in the lineage tables (:mod:`starter.lineage`); ``default_retry`` is
+        compiled into the plans of definitions that set no retry of their own (the engine
+        configuration's, see :func:`~starter.client.definitions.run_input`)."""
         self._temporal = temporal
         self._user = user
         self._roles = list(roles or [])
@@ -74,6 +86,7 @@ class TideflowClient:
         self._origin = origin
         self._audit = audit
         self._lineage = lineage
+        self.default_retry = default_retry
 
     @classmethod
     async def connect(
@@ -96,9 +109,11 @@ class TideflowClient:
         ``identity`` is what Temporal records with every signal, update and cancellation sent
         (the Web UI shows it): ``user@host`` by default, ``user`` being
         :func:`~starter.client.acting_user` (and ``roles`` :func:`~starter.client.acting_roles`)
-        unless given. ``settings`` give the payload store and the default task queue.
+        unless given. ``settings`` give the payload store, the default task queue and
+        ``default_retry`` (else they are read from the environment and ``TIDEFLOW_CONFIG``).
         """
         user = user or acting_user()
+        settings = settings or WorkerSettings.from_env()
         temporal = await connect(
             address, namespace, settings=settings, identity=identity or default_identity(user)
         )
@@ -106,10 +121,11 @@ class TideflowClient:
             temporal,
             user=user,
             roles=acting_roles() if roles is None else roles,
-            task_queue=settings.task_queue if settings else None,
+            task_queue=settings.task_queue,
             origin=origin,
             audit=audit,
             lineage=lineage,
+            default_retry=settings.default_retry,
         )
 
     def acting_as(
@@ -133,6 +149,7 @@ class TideflowClient:
             origin=origin or self._origin,
             audit=self._audit,
             lineage=self._lineage,
+            default_retry=self.default_retry,
         )
 
     @property
@@ -205,6 +222,7 @@ class TideflowClient:
         history_limit: int | None = None,
         origin: str | None = None,
         documents: list[str] | None = None,
+        priority: int | None = None,
     ) -> RunHandle:
         """Start a run (inputs are checked first: InputError names each bad one) and return
         its handle.
@@ -216,12 +234,18 @@ class TideflowClient:
         events (default: when Temporal suggests it). ``origin`` (default: the client's) tells
         the run's nodes where it came from. ``documents`` are local files the run starts from
         besides the inputs naming local files: their sha256 is recorded for lineage
-        (:mod:`starter.lineage`). The start is recorded in the audit trail.
+        (:mod:`starter.lineage`). ``priority`` (1 first … 5 last, default the definition's
+        ``priority:``, else 3) orders the run's workflow and node tasks on their task queues
+        when they wait for a worker. The start is recorded in the audit trail.
         """
         workflow_id = workflow_id or new_workflow_id(definition)
         async with self.audited("start", workflow_id, definition=definition.slug):
             payload = run_input(
-                definition, inputs, history_limit=history_limit, origin=origin or self._origin
+                definition,
+                inputs,
+                history_limit=history_limit,
+                origin=origin or self._origin,
+                default_retry=self.default_retry,
             )
             if self._lineage:  # before the start, so that the run's first node finds it
                 await lineage.record_start_async(
@@ -247,6 +271,7 @@ class TideflowClient:
                 if definition.description
                 else None,
                 memo=memo,
+                priority=task_priority(priority or definition.priority),
             )
         return RunHandle(self, handle)
 
@@ -276,6 +301,25 @@ class TideflowClient:
         ``paused``, ``waiting``, ``needs_attention``, ``completed``, ``failed``, ``cancelled``,
         ``terminated``, ``timed_out``, ``continued``; ValueError for another)."""
         return await list_runs(self._temporal, definition=definition, status=status, limit=limit)
+
+    async def list_runs_matching(self, query: str, *, limit: int = 50) -> list[RunSummary]:
+        """The runs a Temporal visibility query finds, newest first."""
+        return await list_runs_matching(self._temporal, query, limit=limit)
+
+    async def redrive_candidates(
+        self,
+        *,
+        definition: str | None = None,
+        status: str = "failed",
+        since: timedelta | None = None,
+        limit: int = 1000,
+    ) -> list[RedriveCandidate]:
+        """The ended runs a bulk redrive takes (see
+        :func:`starter.client.redrive.redrive_candidates`); ValueError for a status that
+        cannot be redriven."""
+        return await redrive_candidates(
+            self, definition=definition, status=status, since=since, limit=limit
+        )
 
     # --- events ----------------------------------------------------------------------------
 

@@ -371,3 +371,20 @@ async def test_10_code_python_dates_work(code: str, expected: Any) -> None:
         assert result.output == "2024-03-09T17:30:00"
     else:
         assert result.output == expected
+
+
+async def test_8_inline_definitions_stay_off_private_networks_even_when_they_are_open(
+    webhook_server: Any,
+) -> None:
+    # An operator opened private networks for their own definitions; a definition posted
+    # inline to the HTTP API (origin "inline") still cannot reach them.
+    settings = WorkerSettings(allow_private_networks=True)
+    url = webhook_server.url("/inline")
+    trusted = await run_node("http.request", {"url": url}, settings=settings)
+    assert trusted.output["status_code"] == 200
+    with pytest.raises(ApplicationError) as caught:
+        await run_node("http.request", {"url": url}, settings=settings, origin="inline")
+    assert "allow_private_networks_for_inline" in caught.value.message
+    opened = WorkerSettings(allow_private_networks_for_inline=True)
+    inline = await run_node("http.request", {"url": url}, settings=opened, origin="inline")
+    assert inline.output["status_code"] == 200

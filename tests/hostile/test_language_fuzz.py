@@ -15,6 +15,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from activities import registry
 from interpreter.limits import MAX_ALIAS_VALUES, MAX_EXPRESSION_CHARS, MAX_NESTING
 from interpreter.loader import read_yaml
 from interpreter.validate import check
@@ -25,7 +26,6 @@ from tests.hostile._language import (
     outcome,
     outcome_of_data,
     outcomes_in_child,
-    registry,
 )
 
 FUZZ = settings.get_profile(os.environ.get("TIDEFLOW_FUZZ_PROFILE", "hostile"))
@@ -34,6 +34,7 @@ FUZZ = settings.get_profile(os.environ.get("TIDEFLOW_FUZZ_PROFILE", "hostile"))
 SOURCES = {
     path.name: path.read_text()
     for path in sorted([*REPO.glob("examples/*.yaml"), *REPO.glob("tests/seeds/*.yaml")])
+    if not path.name.endswith(".test.yaml")  # the examples' test files are not definitions
 }
 """Real definitions to mutate."""
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from activities import registry as catalog
 from interpreter import DefinitionError, load_data, load_string
 from interpreter.limits import (
     MAX_ALIAS_VALUES,
@@ -30,7 +31,6 @@ from tests.hostile._language import (
     outcomes_in_child,
     run_cli,
 )
-from tests.hostile._language import registry as catalog
 
 
 def problems(text: str) -> list[str]:

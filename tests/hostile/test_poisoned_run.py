@@ -146,3 +146,45 @@ async def test_a_poisoned_definition_fails_its_run_and_the_worker_serves_on(
     assert report.status == "completed", report.error
     assert report.outputs == {"greeting": "still serving"}
     assert worker_process.poll() is None, "the worker is still running"
+
+
+async def test_a_poisoned_or_malformed_plan_fails_its_run_and_the_worker_serves_on(
+    temporal_env: WorkflowEnvironment, worker_process: Any, tmp_path: Path
+) -> None:
+    # The same through the plan format the starter writes (format 2), where the workflow does
+    # not validate: an expression over the limits, and plans that are not plans at all.
+    client = temporal_env.client
+    long_when = "${{ " + "+".join(["1"] * 30_000) + " }}"
+    cases = {
+        "expression too long: 60,001 characters": {
+            "format": 2,
+            "name": "poison",
+            "nodes": [
+                {"id": "boom", "type": "wait", "config": {"duration": "1s"}, "when": long_when}
+            ],
+        },
+        "the plan's graph has a cycle through a, b": {
+            "format": 2,
+            "name": "cycle",
+            "nodes": [
+                {"id": "a", "type": "set", "depends_on": ["b"]},
+                {"id": "b", "type": "set", "depends_on": ["a"]},
+            ],
+        },
+        "plan format 99 is not one this worker reads": {"format": 99, "nodes": []},
+        "names unknown node 'ghost'": {
+            "format": 2,
+            "name": "ghost",
+            "nodes": [{"id": "a", "type": "set", "depends_on": ["ghost"]}],
+        },
+    }
+    for expected, plan in cases.items():
+        workflow_id = await _start_with_the_cli(
+            client, worker_process.queue, {"plan": plan, "inputs": {}}, tmp_path
+        )
+        failure = await _outcome(client, workflow_id, worker_process)
+        assert isinstance(failure, WorkflowFailureError), failure
+        message = str(failure.cause)
+        assert message.startswith("InvalidPlan: invalid plan: "), message
+        assert expected in message, message
+    assert worker_process.poll() is None, "the worker is still running"

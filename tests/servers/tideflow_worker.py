@@ -31,6 +31,9 @@ class Tideflow:
     task_queue: str
     home: Path
     """The worker's data folder."""
+    payload_store: str = ""
+    """The payload store the worker and this client share (``file://…``): a process that starts
+    runs must use it too (``TIDEFLOW_PAYLOAD_STORE``)."""
     time_skipping: bool = False
     """On the time-skipping server, results are awaited through the handle ``start`` returned:
     only that handle lets the server skip time while the test waits."""
@@ -85,9 +88,16 @@ async def tideflow(
     home = tmp_path_factory.mktemp("tideflow-home")
     task_queue = f"tideflow-test-{uuid.uuid4().hex[:8]}"
     # The tests' endpoints (webhook, HTTP file servers) listen on 127.0.0.1.
-    settings = WorkerSettings(home=home, task_queue=task_queue, allow_private_networks=True)
+    store = WorkerSettings.from_env().resolved_payload_store
+    settings = WorkerSettings(
+        home=home,
+        task_queue=task_queue,
+        allow_private_networks=True,
+        # The store clients read from, as in a deployment where workers and clients share it.
+        payload_store=store,
+    )
     async with running_worker(temporal_env.client, settings):
-        yield Tideflow(temporal_env.client, task_queue, home)
+        yield Tideflow(temporal_env.client, task_queue, home, payload_store=store)
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -99,6 +109,15 @@ async def time_skipping_tideflow(
 
     home = tmp_path_factory.mktemp("tideflow-skip-home")
     task_queue = f"tideflow-skip-{uuid.uuid4().hex[:8]}"
-    settings = WorkerSettings(home=home, task_queue=task_queue, allow_private_networks=True)
+    store = WorkerSettings.from_env().resolved_payload_store
+    settings = WorkerSettings(
+        home=home,
+        task_queue=task_queue,
+        allow_private_networks=True,
+        # The store clients read from, as in a deployment where workers and clients share it.
+        payload_store=store,
+    )
     async with running_worker(time_skipping_env.client, settings):
-        yield Tideflow(time_skipping_env.client, task_queue, home, time_skipping=True)
+        yield Tideflow(
+            time_skipping_env.client, task_queue, home, payload_store=store, time_skipping=True
+        )

@@ -31,17 +31,20 @@ async def start_run(
     client: ClientParam,
     response: Response,
     idempotency_key: IdempotencyKeyParam = None,
-) -> RunStarted:
-    """Start a run of a definition of the folder (inputs are checked first)."""
+) -> RunStarted | Response:
+    """Start a run of a definition of the folder (inputs are checked first). While Temporal
+    is unreachable, or the definition's runs are at their ``concurrency.max_runs``, the start
+    is kept in the outbox and answered 202."""
     definition = runtime.valid_definition(slug)
     request = {"start": "definition", "slug": slug, **body.model_dump(mode="json")}
     started = await starting.start_run(
         runtime,
-        client,
         definition,
         body.inputs,
         body.workflow_id,
         idempotency=Idempotency.of(idempotency_key, request),
+        priority=body.priority,
+        client=client,
     )
     return started.answer(response)
 
@@ -54,7 +57,7 @@ async def start_inline(
     identity: IdentityParam,
     response: Response,
     idempotency_key: IdempotencyKeyParam = None,
-) -> RunStarted:
+) -> RunStarted | Response:
     """Start a run of a definition given in the request (YAML text or a JSON object). It is
     parsed in a worker process, bounded in time, memory and nodes (422 beyond)."""
     definition = await runtime.parser.parse(body.definition, "<request>")
@@ -62,11 +65,14 @@ async def start_inline(
     request = {"start": "inline", **body.model_dump(mode="json")}
     started = await starting.start_run(
         runtime,
-        client,
         definition,
         body.inputs,
         body.workflow_id,
         idempotency=Idempotency.of(idempotency_key, request),
+        priority=body.priority,
+        client=client,
+        # Code written by the caller: its egress is refused private networks (activities.http).
+        origin="inline",
     )
     return started.answer(response)
 

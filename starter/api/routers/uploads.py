@@ -112,10 +112,11 @@ async def upload_document(
     inputs: Annotated[str | None, Form(description="more inputs, as a JSON object")] = None,
     workflow_id: Annotated[str | None, Form()] = None,
     idempotency_key: IdempotencyKeyParam = None,
-) -> RunStarted:
+) -> RunStarted | Response:
     """Upload a document: it is saved under ``<TIDEFLOW_HOME>/uploads/<uuid>/<name>``,
     checked against the definition's document_upload trigger filter, and a run starts with
-    ``inputs.<trigger.input>`` set to its path."""
+    ``inputs.<trigger.input>`` set to its path (202 while the start waits in the outbox: the
+    document is kept for it)."""
     definition = runtime.valid_definition(slug)
     entry = runtime.entry(slug)
     name = _upload_name(file.filename)
@@ -137,16 +138,17 @@ async def upload_document(
     try:
         started = await starting.start_run(
             runtime,
-            client,
             definition,
             run_inputs,
             workflow_id,
             document=str(target),
             idempotency=Idempotency.of(idempotency_key, request),
+            source="upload",
+            client=client,
         )
     except BaseException:
         shutil.rmtree(target.parent, ignore_errors=True)
         raise
-    if not started.new:  # the earlier request's copy is the one its run reads
+    if started.document != str(target):  # the earlier request's copy is the one its run reads
         shutil.rmtree(target.parent, ignore_errors=True)
     return started.answer(response)
