@@ -246,7 +246,14 @@ async def test_the_permission_matrix_over_every_route(secured: Secured) -> None:
     gate = await _start(secured, "sec-gate")
     await _waiting(secured, gate)
     app_routes = secured.app.routes
-    values = {"slug": "sec-hello", "workflow_id": gate, "name": "nobody-such"}
+    values = {
+        "slug": "sec-hello",
+        "workflow_id": gate,
+        "name": "sec-hello",
+        "entry_id": "no-such-entry",
+        "node": "gate",
+        "version": "1",
+    }
     checked = 0
     for route in _routes(app_routes):
         method, template = route
