@@ -18,12 +18,13 @@ from fastapi.responses import JSONResponse
 
 from interpreter import Definition
 from interpreter.inputs import resolve_inputs
-from starter import lineage
+from starter import audit, lineage
 from starter.api.errors import ApiError
 from starter.api.idempotency import IDEMPOTENCY_HEADER, Idempotency
 from starter.api.models import PendingOut, RunStarted
 from starter.api.runtime import Runtime
-from starter.client import TideflowClient, new_workflow_id, web_ui_url
+from starter.auth import Identity
+from starter.client import new_workflow_id, web_ui_url
 from starter.outbox import Entry, StartRecord
 
 
@@ -97,31 +98,22 @@ async def start_run(
     *,
     source: str = "api",
     priority: int | None = None,
-    client: TideflowClient | None = None,
-    origin: str | None = None,
+    caller: Identity | None = None,
+    origin: str = "api",
 ) -> Start:
     """Accept a start on the API's task queue (inputs are checked first) and wait a moment
     for Temporal to take it; with ``idempotency``, at most once per key (see
-    :mod:`starter.api.idempotency`). ``client`` is the caller's (the run starts under their
-    identity, the audit trail and lineage record it); ``origin`` defaults to the client's."""
+    :mod:`starter.api.idempotency`). Nothing here needs Temporal: the outbox delivers the
+    start as ``caller`` (Temporal records their identity), and the audit trail and lineage
+    record it now; ``origin`` is what the run's nodes see (``inline`` for a definition given
+    in the request: its egress is refused private networks)."""
     if idempotency is not None:
         workflow_id = workflow_id or idempotency.workflow_id()
     workflow_id = workflow_id or new_workflow_id(definition)
-    origin = origin or (client.origin if client else None) or source
-    if client is None:
-        return await _accept(
-            runtime,
-            definition,
-            inputs,
-            workflow_id,
-            document,
-            idempotency,
-            source=source,
-            priority=priority,
-            client=None,
-            origin=origin,
-        )
-    async with client.audited("start", workflow_id, definition=definition.slug):
+    user = caller.user if caller else None
+    async with audit.audited(
+        "start", workflow_id, user=user, via=origin, definition=definition.slug
+    ):
         resolve_inputs(definition, inputs)  # nothing recorded of a start refused at once
         await lineage.record_start_async(
             workflow_id=workflow_id,
@@ -140,7 +132,7 @@ async def start_run(
             idempotency,
             source=source,
             priority=priority,
-            client=client,
+            caller=caller,
             origin=origin,
         )
 
@@ -155,7 +147,7 @@ async def _accept(
     *,
     source: str,
     priority: int | None,
-    client: TideflowClient | None,
+    caller: Identity | None,
     origin: str,
 ) -> Start:
     accepted = await runtime.outbox.start(
@@ -169,8 +161,8 @@ async def _accept(
         idempotent=idempotency is not None,
         fingerprint=idempotency.request if idempotency else None,
         document=document,
-        user=client.user if client else None,
-        roles=client.roles if client else None,
+        user=caller.user if caller else None,
+        roles=caller.approver_names if caller else None,
         origin=origin,
     )
     entry = accepted.entry

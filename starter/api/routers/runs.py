@@ -28,7 +28,7 @@ async def start_run(
     slug: str,
     body: StartRequest,
     runtime: RuntimeParam,
-    client: ClientParam,
+    identity: IdentityParam,
     response: Response,
     idempotency_key: IdempotencyKeyParam = None,
 ) -> RunStarted | Response:
@@ -44,7 +44,7 @@ async def start_run(
         body.workflow_id,
         idempotency=Idempotency.of(idempotency_key, request),
         priority=body.priority,
-        client=client,
+        caller=identity,
     )
     return started.answer(response)
 
@@ -53,7 +53,6 @@ async def start_run(
 async def start_inline(
     body: InlineRunRequest,
     runtime: RuntimeParam,
-    client: ClientParam,
     identity: IdentityParam,
     response: Response,
     idempotency_key: IdempotencyKeyParam = None,
@@ -70,7 +69,7 @@ async def start_inline(
         body.workflow_id,
         idempotency=Idempotency.of(idempotency_key, request),
         priority=body.priority,
-        client=client,
+        caller=identity,
         # Code written by the caller: its egress is refused private networks (activities.http).
         origin="inline",
     )
