@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import signal
 import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -25,7 +28,11 @@ from activities import WorkerResources, WorkerSettings
 from activities.hook_dispatch import HookDispatcher
 from activities.hooks import ExtensionError, load_hooks
 from activities.settings import SettingsError
+from interpreter import observers
 from interpreter.workflow import TideflowWorkflow
+
+if TYPE_CHECKING:
+    from starter.lineage import StoreLineage
 
 # Modules the workflow sandbox may share with the worker instead of re-importing them per run:
 # the interpreter is pure (no I/O, clock or randomness) and the rest are its pure dependencies.
@@ -48,10 +55,11 @@ def build_worker(
     task_queue: str | None = None,
     activities_only: bool = False,
 ) -> Worker:
-    """A worker for the generic workflow and every registered node type.
+    """A worker for the generic workflow and the node types its settings serve (every
+    registered type by default; see ``node_types`` in activities/settings.py).
 
-    ``activities_only`` builds a worker for a node pool (``task_queue:`` of heavy nodes) that
-    runs no workflows.
+    ``activities_only`` builds a worker for a node pool (``task_queue:`` of heavy or untrusted
+    nodes) that runs no workflows.
     """
     activities.load_extensions()
     settings = resources.settings
@@ -61,7 +69,7 @@ def build_worker(
         client,
         task_queue=queue,
         workflows=[] if activities_only else [TideflowWorkflow],
-        activities=activities.registry.activities(resources),
+        activities=activities.registry.activities(resources, task_queue=queue),
         workflow_runner=workflow_runner(),
         max_concurrent_activities=(
             pool.max_concurrent_activities
@@ -76,29 +84,66 @@ def build_worker(
     )
 
 
+class _LineageSink:
+    """Records, off the workflow's thread, which definition each run started here runs."""
+
+    def __init__(self, recorder: StoreLineage) -> None:
+        self._recorder = recorder
+        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._drain, name="tideflow-lineage", daemon=True)
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        if event == "run_started":
+            self._queue.put(dict(data))
+
+    def _drain(self) -> None:
+        while (data := self._queue.get()) is not None:
+            self._recorder.run_started(data)
+
+    def __enter__(self) -> _LineageSink:
+        self._thread.start()
+        observers.add_sink(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        observers.remove_sink(self)
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+
 @asynccontextmanager
 async def running_worker(
     client: Client, settings: WorkerSettings, *, task_queue: str | None = None
 ) -> AsyncIterator[Worker]:
     """Run a worker in the background for the duration of the block (tests, ``tideflow dev``):
-    the main task queue, an activities-only worker per node pool of ``settings.pools``, and the
-    hooks of the configured extensions (ExtensionError when one cannot be loaded)."""
-    resources = WorkerResources(settings)
-    queue = task_queue or settings.task_queue
-    hooks = HookDispatcher(load_hooks(settings), task_queue=queue)
-    worker = build_worker(client, resources, task_queue=queue)
-    pools = [
-        build_worker(client, resources, task_queue=name, activities_only=True)
-        for name in settings.pools
-        if name != queue
+    the workflow and nodes on ``task_queue`` (default the settings'), nodes only on the
+    settings' other ``task_queues`` and on each node pool of ``settings.pools``
+    (``workflows: false`` settings run nodes only), and the hooks of the configured
+    extensions (ExtensionError when one cannot be loaded)."""
+    from starter.lineage import StoreLineage
+
+    recorder = StoreLineage()
+    resources = WorkerResources(settings, lineage=recorder)
+    main_queue = task_queue or settings.task_queue
+    hooks = HookDispatcher(load_hooks(settings), task_queue=main_queue)
+    queues = list(dict.fromkeys([main_queue, *settings.task_queues, *settings.pools]))
+    workers = [
+        build_worker(
+            client,
+            resources,
+            task_queue=name,
+            activities_only=name != main_queue or not settings.workflows,
+        )
+        for name in queues
     ]
     try:
-        async with AsyncExitStack() as stack:
-            await stack.enter_async_context(hooks)  # listening before the first run starts
-            for pool_worker in pools:
-                await stack.enter_async_context(pool_worker)
-            await stack.enter_async_context(worker)
-            yield worker
+        with _LineageSink(recorder):
+            async with AsyncExitStack() as stack:
+                await stack.enter_async_context(hooks)  # listening before the first run starts
+                for worker in workers[1:]:
+                    await stack.enter_async_context(worker)
+                await stack.enter_async_context(workers[0])
+                yield workers[0]
     finally:
         await resources.aclose()
 
@@ -126,11 +171,18 @@ async def main(*, development: bool = False) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with running_worker(client, settings):
+        served = "every node type"
+        if settings.node_types != ["*"] or settings.exclude_node_types:
+            served = f"node types {', '.join(settings.node_types)}"
+            if settings.exclude_node_types:
+                served += f" but {', '.join(settings.exclude_node_types)}"
         log.info(
-            "worker polling task queue %r on %s (namespace %s)",
-            settings.task_queue,
+            "worker polling task queue(s) %s on %s (namespace %s)%s; %s",
+            ", ".join(repr(q) for q in settings.served_queues),
             client.service_client.config.target_host,
             client.namespace,
+            "" if settings.workflows else ", nodes only",
+            served,
         )
         for name, pool in settings.pools.items():
             limit = f", at most {pool.rate_limit:g} activities/s" if pool.rate_limit else ""

@@ -27,8 +27,12 @@ class WorkerResources:
     ``get`` creates a resource on first use; ``aclose`` closes them all when the worker stops.
     """
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, *, lineage: Any = None) -> None:
+        """Resources of a worker configured by ``settings``; ``lineage`` is where nodes'
+        reads and writes are recorded (a :class:`activities.lineage.LineageRecorder`, None:
+        nowhere)."""
         self.settings = settings
+        self.lineage = lineage
         self._items: dict[str, Any] = {}
         self._closers: list[Callable[[], Any]] = []
         self._lock = asyncio.Lock()
@@ -82,6 +86,8 @@ class NodeContext:
     resources: WorkerResources
     scope: dict[str, Any] | None = None
     """inputs, vars, nodes, item, index: only for node types that run user code."""
+    limits: dict[str, Any] | None = None
+    """The node's ``resource_limits`` (applied within the worker's ceilings)."""
     usage: Usage | None = None
     budget: BudgetLeft | None = None
     """What the node may still spend (tokens, USD) when its run or itself has a ``budget``;

@@ -27,6 +27,7 @@ from pydantic_core import to_json, to_jsonable_python
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import lineage
 from activities._cache import MISSING, NodeCache
 from activities._context import NodeContext, WorkerResources
 from activities._metrics import Attempt, NodeMetrics
@@ -112,9 +113,20 @@ class Registry:
         """Every registered type, by name."""
         return [self._types[name] for name in sorted(self._types)]
 
-    def activities(self, resources: WorkerResources) -> list[Callable[..., Any]]:
-        """One Temporal activity per registered type, bound to the worker's resources."""
-        return [_activity_for(node_type, resources) for node_type in self.types()]
+    def activities(
+        self, resources: WorkerResources, *, task_queue: str | None = None
+    ) -> list[Callable[..., Any]]:
+        """One Temporal activity per registered type, bound to the worker's resources. Types
+        the worker's settings do not serve (``node_types``, ``exclude_node_types``) get an
+        activity that fails at once, naming the type and the queue (``task_queue``)."""
+        settings = resources.settings
+        queue = task_queue or settings.task_queue
+        return [
+            _activity_for(node_type, resources)
+            if settings.serves(node_type.name)
+            else _refusing_activity(node_type, queue)
+            for node_type in self.types()
+        ]
 
 
 registry = Registry()
@@ -217,6 +229,7 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             resources=resources,
             scope=scope,
             budget=input.budget,
+            limits=input.limits,
             local=info.is_local,
             origin=input.origin,
             _loop=asyncio.get_running_loop(),
@@ -252,7 +265,7 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
                     # The node asks a person to confirm its answer (ReviewRequest).
                     output, review = output.output, output.review
                 output = redactor.value(to_jsonable_python(output))
-                _check_output_size(output, resources.settings.max_output_bytes)
+                _check_output_size(output, resources.settings.max_output_bytes, input.limits)
                 # Large parts stay out of the workflow: stored, and passed on by reference.
                 output, references = await asyncio.to_thread(
                     offload, output, values, resources.settings.reference_threshold
@@ -277,6 +290,7 @@ def _activity_for(node_type: NodeType, resources: WorkerResources) -> Callable[.
             )
         elif cache is not None:
             cache.put(cache_key, output)
+        await lineage.after_node(node_type.name, config, output, ctx)
         return NodeResult(
             output=output,
             attempt=info.attempt,
@@ -297,15 +311,41 @@ def _call(function: NodeFunction, config: Any, ctx: NodeContext) -> Any:
     return function(config, ctx)
 
 
-def _check_output_size(output: Any, limit: int) -> None:
-    """A node's output may not exceed the worker's ``max_output_mb`` (as JSON)."""
+def _check_output_size(output: Any, limit: int, limits: dict[str, Any] | None = None) -> None:
+    """A node's output may not exceed its ``resource_limits.max_output_kb`` nor the worker's
+    ``max_output_mb`` (as JSON)."""
     size = len(to_json(output))
+    asked = (limits or {}).get("max_output_kb")
+    if asked and asked * 1024 < limit:
+        if size > asked * 1024:
+            raise PermanentNodeError(
+                f"the output is {megabytes(size)}, over the node's resource_limits.max_output_kb "
+                f"of {asked} KiB; keep large data in storage and pass its location"
+            )
+        return
     if size > limit:
         raise PermanentNodeError(
             f"the output is {megabytes(size)}, over the worker's limit of {megabytes(limit)} "
             "for a node's output (setting max_output_mb, TIDEFLOW_MAX_OUTPUT_MB); keep large "
             "data in storage and pass its location"
         )
+
+
+def _refusing_activity(node_type: NodeType, task_queue: str) -> Callable[..., Any]:
+    """The activity of a type this worker does not serve: it fails at once, for good."""
+
+    async def refuse(input: NodeInput) -> NodeResult:
+        raise ApplicationError(
+            f"node {input.node_id!r} ({node_type.name}): this worker does not run "
+            f"{node_type.name} nodes on task queue {task_queue!r} (its node_types / "
+            "exclude_node_types settings): give the node the task_queue: of a worker that runs "
+            "them",
+            type="NodeTypeNotServed",
+            non_retryable=True,
+        )
+
+    refuse.__name__ = refuse.__qualname__ = node_type.name.replace(".", "_")
+    return activity.defn(name=node_type.name)(refuse)
 
 
 async def _keep_alive(timeout: timedelta | None, ctx: NodeContext) -> None:

@@ -29,9 +29,12 @@ Dates and Decimals in the return value become ISO 8601 and exact decimal text; a
 that is not JSON fails the node.
 
 Each run is a fresh ``python -I`` child (:mod:`activities._sandbox_runner`) under
-RestrictedPython and resource limits from the worker's ``code`` settings: CPU seconds, address
-space, open files, no core files, no file writes; plus a wall-clock timeout (the node's
-``timeout``, capped by ``code.wall_seconds``). User-code failures are permanent: the same code
+RestrictedPython and resource limits: CPU seconds, address space, open files, no core files, no
+file writes; plus a wall-clock timeout and a cap on the answer's size. The node's
+``resource_limits`` (``cpu_seconds``, ``memory_mb``, ``wall_seconds``, ``output_kb``; seed 002)
+set them within the worker's ceilings (``code.max_cpu_seconds``, ``code.max_memory_mb``,
+``code.max_wall_seconds``, ``max_output_mb``), else the worker's ``code`` settings do (the
+node's ``timeout`` caps the wall clock too). User-code failures are permanent: the same code
 fails the same way on every attempt.
 """
 
@@ -45,6 +48,7 @@ import math
 import signal
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +93,49 @@ def _import_path() -> str:
     return str(Path(next(iter(spec.submodule_search_locations))).parent)
 
 
+@dataclass(frozen=True)
+class _Limits:
+    """What one code.python run may use: the node's ``resource_limits`` within the worker's
+    ceilings (``code.max_*``), else the worker's ``code`` defaults."""
+
+    wall: float
+    cpu: int
+    memory_mb: int
+    output_bytes: int | None
+    notes: dict[str, str]
+    """Limit → ``(asked N, the worker's ceiling)`` for a limit the ceiling lowered."""
+
+    @classmethod
+    def of(cls, config: CodePythonConfig, ctx: NodeContext) -> _Limits:
+        code = ctx.settings.code
+        asked = ctx.limits or {}
+        notes: dict[str, str] = {}
+
+        def within(name: str, value: float, ceiling: float) -> float:
+            if value > ceiling:
+                notes[name] = f" (asked {value:g}; the worker's ceiling)"
+                return ceiling
+            return value
+
+        wall = within(
+            "wall",
+            float(asked.get("wall_seconds") or config.timeout or code.wall_seconds),
+            code.wall_ceiling,
+        )
+        cpu_asked = asked.get("cpu_seconds")
+        cpu = math.ceil(within("cpu", float(cpu_asked or code.cpu_seconds), code.cpu_ceiling))
+        if not cpu_asked:  # CPU time cannot usefully exceed the wall time
+            cpu = min(cpu, math.ceil(wall))
+        memory = int(
+            within("memory", float(asked.get("memory_mb") or code.memory_mb), code.memory_ceiling)
+        )
+        output_kb = asked.get("output_kb") or code.output_kb
+        output = min(output_kb * 1024, ctx.settings.max_output_bytes) if output_kb else None
+        return cls(
+            wall=wall, cpu=max(1, cpu), memory_mb=max(1, memory), output_bytes=output, notes=notes
+        )
+
+
 def _execution(config: Mapping[str, Any]) -> str | None:
     """Code that declares a timeout of a second or less runs as a local activity."""
     timeout = config.get("timeout")
@@ -100,11 +147,11 @@ def _execution(config: Mapping[str, Any]) -> str | None:
 async def code_python(config: CodePythonConfig, ctx: NodeContext) -> Any:
     """Run inline Python in a sandboxed child process; its return value is the output."""
     limits = ctx.settings.code
-    wall = min(config.timeout or limits.wall_seconds, limits.wall_seconds)
-    cpu = max(1, min(limits.cpu_seconds, math.ceil(wall)))
+    applied = _Limits.of(config, ctx)
+    wall, cpu = applied.wall, applied.cpu
     child_limits = {
         "cpu_seconds": cpu,
-        "memory_bytes": limits.memory_mb * 1024 * 1024,
+        "memory_bytes": applied.memory_mb * 1024 * 1024,
         "max_open_files": limits.max_open_files,
         "path": [_import_path()],
     }
@@ -128,22 +175,28 @@ async def code_python(config: CodePythonConfig, ctx: NodeContext) -> Any:
     try:
         stdout, stderr = await asyncio.wait_for(process.communicate(request), timeout=wall)
     except TimeoutError:
+        ceiling = applied.notes.get("wall", "")
         raise PermanentNodeError(
-            f"code exceeded its time limit of {wall:g} s (wall clock)"
+            f"code exceeded its time limit of {wall:g} s (wall clock){ceiling}"
         ) from None
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+    if applied.output_bytes is not None and len(stdout) > applied.output_bytes:
+        raise PermanentNodeError(
+            f"code answered {len(stdout) // 1024} KiB, over its output limit of "
+            f"{applied.output_bytes // 1024} KiB (resource_limits.output_kb)"
+        )
     response = _response(stdout)
     logs: list[str] = (response.get("logs") or []) if response else []
     if logs:
         activity.logger.info("code node %s printed:\n%s", ctx.node_id, "\n".join(logs))
     if response is None:
-        raise _crash(process.returncode, stderr, cpu=cpu, memory_mb=limits.memory_mb)
+        raise _crash(process.returncode, stderr, cpu=cpu, memory_mb=applied.memory_mb)
     if response.get("ok"):
         return response.get("result")
-    raise PermanentNodeError(_failure_message(response, memory_mb=limits.memory_mb) + _tail(logs))
+    raise PermanentNodeError(_failure_message(response, memory_mb=applied.memory_mb) + _tail(logs))
 
 
 def _response(stdout: bytes) -> dict[str, Any] | None:

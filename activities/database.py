@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from activities import lineage
 from activities._context import NodeContext
 from activities._registry import node_type
 from activities.errors import (
@@ -117,6 +118,13 @@ class DatabaseInsertConfig(_ConnectionConfig):
     add_columns: bool = Field(
         default=True, description="Add columns for keys the table lacks (else fail the node)."
     )
+    provenance: bool = Field(
+        default=False,
+        description="Add to each row where it comes from: tideflow_workflow_id, "
+        "tideflow_run_id, tideflow_node, tideflow_definition, tideflow_version and "
+        "tideflow_documents (sha256 of the run's documents). Every write is in the lineage "
+        "store either way (tideflow lineage).",
+    )
 
     @field_validator("table")
     @classmethod
@@ -178,7 +186,7 @@ class _Target:
 @node_type("database.insert", DatabaseInsertConfig)
 async def database_insert(config: DatabaseInsertConfig, ctx: NodeContext) -> dict[str, Any]:
     """Insert ``record`` or ``records`` into ``table``, creating it (and columns) if needed."""
-    rows = _rows(config)
+    rows = await _with_provenance(_rows(config), config, ctx)
     target = await _target(config.connection, ctx)
     return await asyncio.to_thread(
         _guarded, target, f"insert into {config.table}", lambda: _write(target, config, rows, [])
@@ -188,7 +196,7 @@ async def database_insert(config: DatabaseInsertConfig, ctx: NodeContext) -> dic
 @node_type("database.upsert", DatabaseUpsertConfig)
 async def database_upsert(config: DatabaseUpsertConfig, ctx: NodeContext) -> dict[str, Any]:
     """Insert or update rows by ``key`` (INSERT … ON CONFLICT): a retried node writes once."""
-    rows = _rows(config)
+    rows = await _with_provenance(_rows(config), config, ctx)
     for index, row in enumerate(rows):
         absent = [k for k in config.key if row.get(k) is None]
         if absent:
@@ -208,6 +216,16 @@ async def database_query(config: DatabaseQueryConfig, ctx: NodeContext) -> dict[
     affected row count for other statements. The statement is committed."""
     target = await _target(config.connection, ctx)
     return await asyncio.to_thread(_guarded, target, "query", lambda: _query(target, config))
+
+
+async def _with_provenance(
+    rows: list[dict[str, Any]], config: DatabaseInsertConfig, ctx: NodeContext
+) -> list[dict[str, Any]]:
+    """The rows, each with its provenance columns when ``provenance`` is on."""
+    if not config.provenance or not rows:
+        return rows
+    columns = await lineage.provenance_columns(ctx)
+    return [{**row, **columns} for row in rows]
 
 
 def _rows(config: DatabaseInsertConfig) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
 import io
 import json
 import mimetypes
@@ -855,7 +856,12 @@ async def documents_parse(config: DocumentsParseConfig, ctx: NodeContext) -> dic
     job = _Job(fetched.data, source, config, ctx, charset=_media_type(fetched.content_type)[1])
     # Parsing and OCR block: run them in a thread, heartbeating per page.
     parsed = await asyncio.to_thread(_parse, job, mime_type)
-    metadata: dict[str, Any] = {"filename": source.name, "size_bytes": len(fetched.data)}
+    metadata: dict[str, Any] = {
+        "filename": source.name,
+        "size_bytes": len(fetched.data),
+        # What lineage traces records back to (tideflow lineage --document).
+        "sha256": hashlib.sha256(fetched.data).hexdigest(),
+    }
     metadata.update(parsed.metadata)
     if config.output_format == "text":
         metadata.pop("data", None)

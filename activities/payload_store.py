@@ -40,6 +40,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.contrib.aws.s3driver import S3StorageDriver, S3StorageDriverClient
 from temporalio.converter import (
     DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
     ExternalStorage,
     StorageDriver,
     StorageDriverClaim,
@@ -49,6 +50,7 @@ from temporalio.converter import (
 )
 
 from activities import files
+from activities.encryption import EncryptionCodec, codec_from_env
 from activities.errors import NodeError
 from activities.settings import WorkerSettings
 
@@ -257,13 +259,20 @@ _ONCE_PER_RUN = (b'{"plan":', b'{"workflow_id":')
 history once per run and, for the same definition, the same plan again and again."""
 
 
-def data_converter(settings: WorkerSettings) -> DataConverter:
+def data_converter(
+    settings: WorkerSettings, *, codec: EncryptionCodec | None = None
+) -> DataConverter:
     """The pydantic data converter with the payload store behind it (client and worker alike).
 
     Any payload over ``payload_threshold`` (256 KiB) is stored by reference. A run's input and
     its result go there from ``history_inline_limit`` (1 KiB) on: they carry the plan and the
     report, which grow with the definition, not with what a node does — so a run's history
-    stays within a few hundred bytes of a hand-written workflow's doing the same work."""
+    stays within a few hundred bytes of a hand-written workflow's doing the same work.
+
+    With ``codec`` (default: the keys of ``TIDEFLOW_ENCRYPTION_KEYS``, if set) every payload is
+    encrypted before it is stored or sent, and failure messages travel as an encoded attribute
+    (see :mod:`activities.encryption`); encrypted payloads no longer show what they begin with,
+    so only the size threshold sends them to the store."""
     from temporalio.contrib.pydantic import pydantic_data_converter
 
     driver = storage_driver(settings.resolved_payload_store)
@@ -276,11 +285,20 @@ def data_converter(settings: WorkerSettings) -> DataConverter:
             return driver
         return None
 
-    return dataclasses.replace(
+    converter = dataclasses.replace(
         pydantic_data_converter,
         external_storage=ExternalStorage(
             drivers=[driver],
             driver_selector=select,
             payload_size_threshold=min(large, inline) if inline else large,
         ),
+    )
+    codec = codec or codec_from_env()
+    if codec is None:
+        return converter
+    return dataclasses.replace(
+        converter,
+        payload_codec=codec,
+        # Failure messages and stack traces hold data too (a node's error quoting its input).
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
     )

@@ -12,6 +12,7 @@ default retry it compiles into plans, and the outbox's bounds.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import typing
 from pathlib import Path
@@ -120,12 +121,35 @@ class SMTPSettings(_Section):
 
 
 class CodeSettings(_Section):
-    """Limits of code.python."""
+    """Limits of code.python: what a node gets unless its ``resource_limits`` ask for other
+    values, and the ceilings those may not pass (``max_*``, default: the same as the value, so
+    that nodes may only lower their limits until an operator raises a ceiling)."""
 
     cpu_seconds: int = 10
     memory_mb: int = 512
     wall_seconds: float = 30.0
     max_open_files: int = 64
+    output_kb: int | None = None
+    """Largest answer (return value and printed text, as JSON) of the code; None: only the
+    worker's ``max_output_mb`` applies."""
+    max_cpu_seconds: int | None = None
+    max_memory_mb: int | None = None
+    max_wall_seconds: float | None = None
+
+    @property
+    def cpu_ceiling(self) -> int:
+        """The most CPU seconds a node's ``resource_limits`` may ask for."""
+        return max(self.max_cpu_seconds or self.cpu_seconds, 1)
+
+    @property
+    def memory_ceiling(self) -> int:
+        """The most memory (MiB) a node's ``resource_limits`` may ask for."""
+        return max(self.max_memory_mb or self.memory_mb, 1)
+
+    @property
+    def wall_ceiling(self) -> float:
+        """The most wall-clock seconds a node's ``resource_limits`` may ask for."""
+        return self.max_wall_seconds or self.wall_seconds
 
 
 class DocumentsSettings(_Section):
@@ -288,6 +312,32 @@ class WorkerSettings(_Section):
     code: CodeSettings = Field(default_factory=CodeSettings)
     documents: DocumentsSettings = Field(default_factory=DocumentsSettings)
     max_concurrent_activities: int = 100
+    node_types: list[str] = Field(default_factory=lambda: ["*"])
+    """The node types this worker runs (shell patterns: ``code.*``; ``TIDEFLOW_NODE_TYPES``,
+    comma separated). A node of another type that reaches it fails at once, naming the type and
+    the queue (give the node the ``task_queue:`` of a worker that runs it)."""
+    exclude_node_types: list[str] = Field(default_factory=list)
+    """Node types this worker never runs, whatever ``node_types`` says
+    (``TIDEFLOW_EXCLUDE_NODE_TYPES``): ``[code.python]`` keeps untrusted code off a pool."""
+    task_queues: list[str] = Field(default_factory=list)
+    """More task queues this worker polls for nodes besides ``task_queue``
+    (``TIDEFLOW_TASK_QUEUES``, comma separated)."""
+    workflows: bool = True
+    """Whether the worker also runs workflows on ``task_queue``; off for a node pool
+    (``TIDEFLOW_WORKFLOWS=false``)."""
+
+    def serves(self, node_type: str) -> bool:
+        """Whether this worker runs nodes of ``node_type`` (see :attr:`node_types`)."""
+        if any(fnmatch.fnmatchcase(node_type, p) for p in self.exclude_node_types):
+            return False
+        return any(fnmatch.fnmatchcase(node_type, p) for p in self.node_types)
+
+    @property
+    def served_queues(self) -> list[str]:
+        """Every task queue the worker polls: ``task_queue`` first, then ``task_queues`` and
+        the node pools."""
+        return list(dict.fromkeys([self.task_queue, *self.task_queues, *self.pools]))
+
     max_concurrent_local_activities: int = 100
     """Nodes running as local activities at once (``execution: local``). Local activities run
     inside workflow tasks: the worker keeps its workflow-task slots at 50 so they cannot starve
@@ -463,6 +513,17 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> dict[tuple[str, ...
             origins[path] = var
     if env.get("TIDEFLOW_METRICS_ADDRESS"):
         data["monitoring"]["enabled"] = True
+    for var, key in (
+        ("TIDEFLOW_NODE_TYPES", "node_types"),
+        ("TIDEFLOW_EXCLUDE_NODE_TYPES", "exclude_node_types"),
+        ("TIDEFLOW_TASK_QUEUES", "task_queues"),
+    ):
+        if var in env:
+            data[key] = [part.strip() for part in env[var].split(",") if part.strip()]
+            origins[(key,)] = var
+    if "TIDEFLOW_WORKFLOWS" in env:
+        data["workflows"] = env["TIDEFLOW_WORKFLOWS"]
+        origins[("workflows",)] = "TIDEFLOW_WORKFLOWS"
     if "TIDEFLOW_FILE_ROOTS" in env:
         data["file_roots"] = [part for part in env["TIDEFLOW_FILE_ROOTS"].split(os.pathsep) if part]
         origins[("file_roots",)] = "TIDEFLOW_FILE_ROOTS"

@@ -30,7 +30,7 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from activities import files
+from activities import files, lineage
 from activities._context import NodeContext
 from activities._registry import node_type
 from activities.errors import NodeConfigError, PermanentNodeError
@@ -138,11 +138,17 @@ async def storage_write(config: StorageWriteConfig, ctx: NodeContext) -> dict[st
             "content_type": content_type,
         }
     client = await files.s3_client(ctx)
+    # The object carries its provenance (run, node, definition, version, source documents).
+    provenance = await lineage.object_metadata(ctx)
     response = await asyncio.to_thread(
         files.s3_call,
         target.uri,
         lambda: client.put_object(
-            Bucket=target.bucket, Key=target.key, Body=data, ContentType=content_type
+            Bucket=target.bucket,
+            Key=target.key,
+            Body=data,
+            ContentType=content_type,
+            Metadata=provenance,
         ),
     )
     result: dict[str, Any] = {

@@ -369,8 +369,12 @@ async def run_comparison(args: argparse.Namespace) -> None:
                 await run_workload(bench, workload, keys, args, turn=i * args.repeat)
                 for i, workload in enumerate(workloads(args))
             ]
+            # Issue 12's start-up and validation targets, on the same server.
+            from bench import startup
+
+            starting = await startup.report(server.address, attempts=1 if args.quick else 3)
             load_end = os.getloadavg()
-            text = report(outcomes, keys, args.repeat)
+            text = report(outcomes, keys, args.repeat) + "\n" + starting
             print(f"\nload average {load_end[0]:.2f} at the end\n\n{text}", flush=True)
             notes = []
             if not bench.rss_resettable:

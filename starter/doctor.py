@@ -614,10 +614,34 @@ async def _outbox(subject: Subject) -> list[Check]:
 
 
 async def _encryption(settings: WorkerSettings) -> list[Check]:
-    encryption = getattr(settings, "encryption", None)
-    if not encryption:
-        return [Check("encryption", "skip", "payloads are not encrypted: no key needed")]
-    return [Check("encryption", "ok", "configured")]
+    """The keys of ``TIDEFLOW_ENCRYPTION_KEYS`` parse and round-trip a payload (never shown)."""
+    from temporalio.api.common.v1 import Payload
+
+    from activities.encryption import KEYS_VARIABLE, EncryptionCodec, EncryptionKeys
+
+    del settings  # the keys live in the environment only, never in a configuration file
+    try:
+        keys = EncryptionKeys.from_env()
+    except ValueError as e:
+        return [Check("encryption", "fail", str(e))]
+    if keys is None:
+        return [Check("encryption", "skip", f"payloads are not encrypted ({KEYS_VARIABLE} unset)")]
+    probe = Payload(metadata={"encoding": b"json/plain"}, data=secrets.token_bytes(32))
+    codec = EncryptionCodec(keys, workflow_id="tideflow-doctor")
+    try:
+        (back,) = await codec.decode(await codec.encode([probe]))
+    except Exception as e:
+        return [Check("encryption", "fail", f"a payload does not round-trip: {_reason(e)}")]
+    if back.data != probe.data:
+        return [Check("encryption", "fail", "a payload does not round-trip")]
+    return [
+        Check(
+            "encryption",
+            "ok",
+            f"{len(keys.keys)} key(s); new payloads use key {keys.current!r} (AES-256-GCM); "
+            "the Web UI needs the codec server (tideflow codec-server) to show them",
+        )
+    ]
 
 
 def _reason(error: BaseException) -> str:

@@ -148,6 +148,10 @@ class DevServer:
             if self.ui_port is None:
                 self.ui_port = pick_ui_port()
             args += ["--ui-port", str(self.ui_port)]
+            # The Web UI decodes encrypted payloads through `tideflow codec-server`.
+            codec = os.environ.get("TIDEFLOW_UI_CODEC_ENDPOINT", "").strip()
+            if codec:
+                args += ["--ui-codec-endpoint", codec]
         return args
 
     def start(self, timeout: float = 30.0) -> None:

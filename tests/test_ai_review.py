@@ -121,7 +121,8 @@ async def test_a_doubtful_label_waits_for_review_and_takes_the_reviewers_label(
     # The reviewer answers with the CLI, as a person would.
     monkeypatch.setenv("TEMPORAL_ADDRESS", temporal_env.client.service_client.config.target_host)
     out = io.StringIO()
-    argv = ["approve", handle.id, "classify", "--answer", "letter", "--by", "ana"]
+    monkeypatch.setenv("TIDEFLOW_USER", "ana")  # the CLI answers as the acting user
+    argv = ["approve", handle.id, "classify", "--answer", "letter"]
     with redirect_stdout(out):
         code = await asyncio.to_thread(cli_main, [*argv, "--comment", "it is a letter"])
     assert code == 0

@@ -378,6 +378,7 @@ async def test_inline_definition_as_yaml_text_or_json_object(api: httpx.AsyncCli
         "/runs", json={"definition": "name: Bad\ntasks:\n  - id: a\n    type: nope\n"}
     )
     assert bad.status_code == 422
+
     assert bad.json()["problems"][0]["text"].startswith("<request>:4:")
 
 
@@ -722,3 +723,23 @@ async def test_docs_render_offline_from_local_assets(
         assert "/definitions/{slug}/documents" in dom
         redoc = await asyncio.to_thread(_dom, f"{served.url}/redoc")
         assert "Start a run of a definition given in the request" in redoc, redoc[-3000:]
+
+
+async def test_an_inline_definition_cannot_reach_private_networks_the_folder_s_may(
+    api: httpx.AsyncClient, webhook_server: WebhookServer
+) -> None:
+    # The worker allows private networks (its operator's definitions call internal services);
+    # a definition posted to the API was written by whoever reached it: its run has origin
+    # "inline" and stays off them unless allow_private_networks_for_inline says otherwise.
+    inline = {
+        "name": "API Inline Egress",
+        "tasks": [
+            {"id": "probe", "type": "http.request", "config": {"url": webhook_server.url("/x")}}
+        ],
+    }
+    response = await api.post("/runs", json={"definition": inline})
+    assert response.status_code == 201, response.text
+    report = await _report(api, response.json()["workflow_id"])
+    assert report["status"] == "failed"
+    assert "allow_private_networks_for_inline" in report["nodes"]["probe"]["error"]
+    assert webhook_server.requests == []

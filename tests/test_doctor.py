@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from google.protobuf.duration_pb2 import Duration
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, RegisterNamespaceRequest
@@ -192,3 +193,27 @@ async def test_an_unreachable_server_fails_the_temporal_check_and_skips_what_nee
     assert "tideflow server" in checks["temporal"]["fix"]
     assert checks["workers"]["status"] == checks["clock"]["status"] == "skip"
     assert checks["store"]["status"] == checks["payload store"]["status"] == "ok"
+
+
+async def test_the_encryption_check_round_trips_the_configured_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from activities.encryption import KEYS_VARIABLE, new_key
+    from starter.doctor import _encryption
+
+    settings = WorkerSettings()
+    monkeypatch.delenv(KEYS_VARIABLE, raising=False)
+    (off,) = await _encryption(settings)
+    assert (off.status, off.detail) == (
+        "skip",
+        f"payloads are not encrypted ({KEYS_VARIABLE} unset)",
+    )
+    key = new_key()
+    monkeypatch.setenv(KEYS_VARIABLE, f"k2:{key},k1:{new_key()}")
+    (on,) = await _encryption(settings)
+    assert on.status == "ok" and "2 key(s); new payloads use key 'k2'" in on.detail
+    assert key not in on.detail
+    monkeypatch.setenv(KEYS_VARIABLE, f"k1:{key[:20]}")
+    (bad,) = await _encryption(settings)
+    assert bad.status == "fail" and "entry 1 ('k1')" in bad.detail
+    assert key[:20] not in bad.detail

@@ -6,6 +6,7 @@ S3 is moto's real server (tests/servers/s3.py), HTTP a small http.server on loop
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -179,7 +180,12 @@ async def test_plain_text_keeps_the_file_text(tmp_path: Path) -> None:
     assert out["pages"] == [{"number": 1, "text": out["text"]}]
     assert out["tables"] == []
     assert out["mime_type"] == "text/plain"
-    assert out["metadata"] == {"filename": "notes.txt", "size_bytes": 29, "encoding": "utf-8"}
+    assert out["metadata"] == {
+        "filename": "notes.txt",
+        "size_bytes": 29,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "encoding": "utf-8",
+    }
 
 
 async def test_text_that_is_not_utf8_is_read_as_windows_1252(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from temporalio.client import Client
 
 from activities import WorkerSettings
@@ -20,8 +20,10 @@ from starter.api import routers
 from starter.api.errors import TemporalUnavailable, install_error_handlers
 from starter.api.limits import ApiLimits, install_body_limit
 from starter.api.parsing import DefinitionParser
+from starter.api.permissions import document_permissions, guard
 from starter.api.routers.docs import install_docs
-from starter.api.runtime import Runtime, TemporalConnection
+from starter.api.runtime import TRIGGERS_USER, Runtime, TemporalConnection
+from starter.auth import Authenticator, is_loopback
 from starter.client import TideflowClient
 from starter.outbox import BacklogAlerts, Deliverer, Outbox, StartOutbox
 from starter.triggers import TriggerRunner, new_catalog
@@ -39,6 +41,7 @@ def create_app(
     max_upload_bytes: int | None = None,
     limits: ApiLimits | None = None,
     warm_parser: bool = False,
+    authenticator: Authenticator | None = None,
     catalog: Catalog | None = None,
 ) -> FastAPI:
     """The API over a definitions folder (or ``catalog``: the registry's deployed definitions);
@@ -46,14 +49,20 @@ def create_app(
     ``TEMPORAL_ADDRESS`` on first need. ``triggers`` runs the trigger loop too.
     ``limits`` default to :meth:`ApiLimits.from_env` (``max_upload_bytes`` overrides theirs).
     ``warm_parser`` starts a parse worker at startup (:func:`serve` does), so the first posted
-    definition does not wait for one to import the node types."""
+    definition does not wait for one to import the node types.
+    ``authenticator`` checks credentials (default: tokens of the store, OIDC from
+    ``TIDEFLOW_OIDC_*``; see :mod:`starter.auth` and :mod:`starter.api.permissions`)."""
     settings = settings or WorkerSettings.from_env()
     limits = limits or ApiLimits.from_env()
     if max_upload_bytes is not None:
         limits = replace(limits, max_upload_bytes=max_upload_bytes)
     if isinstance(client, Client):
         client = TideflowClient(
-            client, task_queue=settings.task_queue, default_retry=settings.default_retry
+            client,
+            user=TRIGGERS_USER,
+            task_queue=settings.task_queue,
+            origin="trigger",
+            default_retry=settings.default_retry,
         )
     connection = TemporalConnection(client, settings)
     outbox = Outbox.of(settings)
@@ -108,13 +117,17 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # served by routers.docs with local assets, not FastAPI's CDN ones
         redoc_url=None,
+        # Every route: authenticate, then check the permission starter.api.permissions declares.
+        dependencies=[Depends(guard)],
     )
     app.state.tideflow = runtime
+    app.state.tideflow_auth = authenticator or Authenticator()
     install_error_handlers(app)
     install_body_limit(app, limits)
     for router in routers.ALL:
         app.include_router(router)
     install_docs(app)
+    document_permissions(app)
     return app
 
 
@@ -128,20 +141,43 @@ def serve(
     catalog: Catalog | None = None,
 ) -> None:
     """Run the API with uvicorn until interrupted (a bad ``TIDEFLOW_API_*`` value is one line on
-    stderr and exit code 2)."""
+    stderr and exit code 2). Without authentication configured (a token in the store, OIDC,
+    ``TIDEFLOW_API_AUTH=required``) it listens on the loopback interface only: any other
+    ``host`` is refused."""
     import uvicorn
+
+    from activities.encryption import EncryptionKeys
 
     try:
         limits = ApiLimits.from_env()
+        authenticator = Authenticator()
+        EncryptionKeys.from_env()  # a malformed key list stops here, not at the first request
     except ValueError as e:
         print(f"tideflow api: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    refusal = listen_refusal(host, authenticator)
+    if refusal:
+        print(f"tideflow api: {refusal}", file=sys.stderr)
+        raise SystemExit(2)
     app = create_app(
         definitions,
         triggers=triggers,
         poll_seconds=poll_seconds,
         limits=limits,
         warm_parser=True,
+        authenticator=authenticator,
         catalog=catalog,
     )
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def listen_refusal(host: str, authenticator: Authenticator) -> str | None:
+    """Why the API may not listen on ``host`` (None when it may): anywhere but the loopback
+    interface needs authentication configured."""
+    if is_loopback(host) or authenticator.enabled():
+        return None
+    return (
+        f"refusing to listen on {host}: no authentication is configured, so anybody reaching "
+        "the API could start runs. Create a token first (tideflow token create NAME --role "
+        "admin), or configure OIDC (TIDEFLOW_OIDC_ISSUER), or listen on 127.0.0.1"
+    )

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from interpreter import report as report_module
 from interpreter.control import ControlAnswer
 from interpreter.report import RunState
 from starter.api.errors import ProblemOut
@@ -103,6 +104,10 @@ class RunStateOut(RunState):
     """The live state of a run (the ``state`` query)."""
 
     workflow_id: str
+
+
+# RunState's fields name models defined after it in interpreter.report: resolve them there.
+RunStateOut.model_rebuild(_types_namespace=vars(report_module))
 
 
 class ControlDone(BaseModel):

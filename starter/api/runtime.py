@@ -24,6 +24,9 @@ log = logging.getLogger("tideflow.api")
 
 _CONNECT_TIMEOUT = 10.0
 
+TRIGGERS_USER = "tideflow-triggers"
+"""Who the app's own client acts as: the trigger loop (requests act as their callers)."""
+
 
 class TemporalConnection:
     """The app's one client, connected on first need (and again after a failure)."""
@@ -46,10 +49,10 @@ class TemporalConnection:
         from starter.server import ServerError, ensure_search_attributes
 
         try:
-            # Temporal records the API's user@host with what it sends; `by` of approvals is
-            # whom a request names, never the server's user.
+            # The trigger loop's identity; each request acts as its caller (acting_as).
             temporal = await asyncio.wait_for(
-                connect(settings=self._settings, identity=default_identity()), _CONNECT_TIMEOUT
+                connect(settings=self._settings, identity=default_identity(TRIGGERS_USER)),
+                _CONNECT_TIMEOUT,
             )
         except Exception as e:
             raise TemporalUnavailable(str(e) or type(e).__name__) from e
@@ -59,7 +62,9 @@ class TemporalConnection:
             log.warning("%s", e)
         return TideflowClient(
             temporal,
+            user=TRIGGERS_USER,
             task_queue=self._settings.task_queue,
+            origin="trigger",
             default_retry=self._settings.default_retry,
         )
 
@@ -108,11 +113,18 @@ def _runtime(request: Request) -> Runtime:
 
 
 async def _client(request: Request) -> TideflowClient:
-    return await _runtime(request).client.get()
+    """The app's client acting as the request's caller: Temporal records who sent what, runs
+    started here have origin ``api``, the audit trail names the caller."""
+    from starter.api.permissions import current_identity
+
+    client = await _runtime(request).client.get()
+    identity = current_identity(request)
+    return client.acting_as(identity.user, identity.approver_names, origin="api")
 
 
 RuntimeParam = Annotated[Runtime, Depends(_runtime)]
 """A route parameter receiving the app's :class:`Runtime`."""
 
 ClientParam = Annotated[TideflowClient, Depends(_client)]
-"""A route parameter receiving the app's client (503 when Temporal is unreachable)."""
+"""A route parameter receiving the app's client acting as the caller (503 when Temporal is
+unreachable)."""

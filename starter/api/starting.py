@@ -17,11 +17,14 @@ from fastapi import Response
 from fastapi.responses import JSONResponse
 
 from interpreter import Definition
+from interpreter.inputs import resolve_inputs
+from starter import audit, lineage
 from starter.api.errors import ApiError
 from starter.api.idempotency import IDEMPOTENCY_HEADER, Idempotency
 from starter.api.models import PendingOut, RunStarted
 from starter.api.runtime import Runtime
-from starter.client import web_ui_url
+from starter.auth import Identity
+from starter.client import new_workflow_id, web_ui_url
 from starter.outbox import Entry, StartRecord
 
 
@@ -95,12 +98,58 @@ async def start_run(
     *,
     source: str = "api",
     priority: int | None = None,
+    caller: Identity | None = None,
+    origin: str = "api",
 ) -> Start:
     """Accept a start on the API's task queue (inputs are checked first) and wait a moment
     for Temporal to take it; with ``idempotency``, at most once per key (see
-    :mod:`starter.api.idempotency`)."""
+    :mod:`starter.api.idempotency`). Nothing here needs Temporal: the outbox delivers the
+    start as ``caller`` (Temporal records their identity), and the audit trail and lineage
+    record it now; ``origin`` is what the run's nodes see (``inline`` for a definition given
+    in the request: its egress is refused private networks)."""
     if idempotency is not None:
         workflow_id = workflow_id or idempotency.workflow_id()
+    workflow_id = workflow_id or new_workflow_id(definition)
+    user = caller.user if caller else None
+    async with audit.audited(
+        "start", workflow_id, user=user, via=origin, definition=definition.slug
+    ):
+        resolve_inputs(definition, inputs)  # nothing recorded of a start refused at once
+        await lineage.record_start_async(
+            workflow_id=workflow_id,
+            run_id=None,
+            definition=definition,
+            inputs=inputs,
+            documents=[document] if document else [],
+            origin=origin,
+        )
+        return await _accept(
+            runtime,
+            definition,
+            inputs,
+            workflow_id,
+            document,
+            idempotency,
+            source=source,
+            priority=priority,
+            caller=caller,
+            origin=origin,
+        )
+
+
+async def _accept(
+    runtime: Runtime,
+    definition: Definition,
+    inputs: dict[str, Any],
+    workflow_id: str,
+    document: str | None,
+    idempotency: Idempotency | None,
+    *,
+    source: str,
+    priority: int | None,
+    caller: Identity | None,
+    origin: str,
+) -> Start:
     accepted = await runtime.outbox.start(
         definition,
         inputs,
@@ -112,6 +161,9 @@ async def start_run(
         idempotent=idempotency is not None,
         fingerprint=idempotency.request if idempotency else None,
         document=document,
+        user=caller.user if caller else None,
+        roles=caller.approver_names if caller else None,
+        origin=origin,
     )
     entry = accepted.entry
     if not accepted.new and idempotency is not None and entry.fingerprint != idempotency.request:

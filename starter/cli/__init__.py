@@ -40,6 +40,7 @@ COMMAND_MODULES = (
     "upgrade",
     "operations",
     "deployment",
+    "security",
     "evaluate",
 )
 """The command modules of this package (each with ``register(commands)``), in the order their

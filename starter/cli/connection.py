@@ -10,7 +10,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from starter.cli.errors import EXIT_FAILED, Exit, address, connect_failure, first_line
+from starter.cli.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    Exit,
+    address,
+    connect_failure,
+    first_line,
+)
 
 if TYPE_CHECKING:
     from temporalio.client import WorkflowExecutionDescription
@@ -18,13 +25,20 @@ if TYPE_CHECKING:
     from starter.client import RunHandle, TideflowClient
 
 
-async def connect() -> TideflowClient:
-    """The command's one client, of ``TEMPORAL_ADDRESS``, acting as
-    :func:`~starter.client.acting_user`; a one-line failure when it cannot be reached."""
-    from starter.client import TideflowClient
+async def connect(origin: str = "cli") -> TideflowClient:
+    """The command's one client, configured by Temporal's environment configuration
+    (``TEMPORAL_ADDRESS``, ``TEMPORAL_PROFILE``…), acting as :func:`~starter.client.acting_user`
+    with :func:`~starter.client.acting_roles`; a one-line failure when it cannot be reached or
+    the configuration is wrong."""
+    from activities.encryption import KeyConfigError
+    from starter.client import ConnectionConfigError, TideflowClient
 
     try:
-        return await TideflowClient.connect()
+        return await TideflowClient.connect(origin=origin)
+    except ConnectionConfigError as e:
+        raise Exit(EXIT_FAILED, f"cannot connect to Temporal: {e}") from None
+    except KeyConfigError as e:
+        raise Exit(EXIT_BAD_INPUT, str(e)) from None
     except Exception as e:
         raise Exit(EXIT_FAILED, connect_failure(e, address())) from None
 

@@ -52,12 +52,16 @@ def register(commands: Commands) -> None:
     p.add_argument("workflow_id", metavar="ID")
     p.add_argument("values", nargs="+", metavar="K=V")
 
-    p = commands.add("approve", _approve, "approve (or --reject) an approval node")
+    p = commands.add(
+        "approve",
+        _approve,
+        "approve (or --reject) an approval node, as $TIDEFLOW_USER (or your user name) with "
+        "the roles of $TIDEFLOW_ROLES",
+    )
     p.add_argument("workflow_id", metavar="ID")
     p.add_argument("node", metavar="NODE")
     p.add_argument("--reject", action="store_true")
     p.add_argument("--comment")
-    p.add_argument("--by", help="who decides (default $TIDEFLOW_USER or your user name)")
     p.add_argument(
         "--answer",
         metavar="VALUE",
@@ -143,7 +147,8 @@ async def _approve(args: argparse.Namespace) -> int:
     run = await _updating(args, "approve")
     approved = not args.reject
     answer = parse_value(args.answer) if args.answer is not None else None
-    await run.approve(args.node, approved, args.comment, args.by, answer)
+    # As the acting user and roles.
+    await run.approve(args.node, approved, args.comment, output=answer)
     print(f"{'approved' if approved else 'rejected'} {args.node} of {args.workflow_id}")
     return EXIT_OK
 

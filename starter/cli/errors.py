@@ -80,16 +80,26 @@ def first_line(text: str) -> str:
 
 
 def address() -> str:
-    """The Temporal address commands connect to."""
+    """The Temporal address commands connect to (as Temporal's environment configuration
+    says: ``TEMPORAL_ADDRESS``, the profile, else localhost:7233)."""
     from starter import client
 
-    return os.environ.get("TEMPORAL_ADDRESS", client.DEFAULT_ADDRESS)
+    try:
+        return str(client.connect_config()["target_host"])
+    except ValueError:
+        return os.environ.get("TEMPORAL_ADDRESS", client.DEFAULT_ADDRESS)
 
 
 def connect_failure(error: BaseException, address: str) -> str:
     """The one line for a failed connection (the SDK's message is a Rust error dump)."""
     text = str(error)
     lowered = text.lower()
+    tls = _tls_failure(text)
+    if tls:
+        return (
+            f"cannot reach Temporal at {address}: {tls} (Temporal's client configuration: "
+            "the TEMPORAL_TLS_* variables or the profile's tls section)"
+        )
     status = re.search(r"code: (\w+), message: \"((?:[^\"\\]|\\.)*)\"", text)
     if status and status.group(1) in ("Unauthenticated", "PermissionDenied"):
         return f"not allowed: Temporal at {address} refused the connection: {status.group(2)}"
@@ -109,3 +119,26 @@ def connect_failure(error: BaseException, address: str) -> str:
         f"cannot reach Temporal at {address}: {reason} "
         "(start one with `tideflow dev`, or set TEMPORAL_ADDRESS)"
     )
+
+
+def _tls_failure(text: str) -> str | None:
+    """What went wrong in a TLS handshake, from the SDK's error text (None: something else)."""
+    certificate = re.search(r"InvalidCertificate\((\w+)", text)
+    if certificate:
+        why = {
+            "UnknownIssuer": "the server's certificate is not signed by a trusted CA (give the "
+            "server's CA certificate)",
+            "NotValidForName": "the server's certificate is not for this host name (set the "
+            "server name)",
+            "Expired": "the server's certificate has expired",
+        }.get(certificate.group(1), f"the server's certificate is refused ({certificate.group(1)})")
+        return why
+    alert = re.search(r"received fatal alert: (\w+)", text)
+    if alert:
+        return f"the server refused the TLS handshake ({alert.group(1)})"
+    if "close_notify" in text or "tls handshake eof" in text.lower():
+        return (
+            "the server closed the TLS connection during the handshake (does it require a "
+            "client certificate? give one, signed by a CA the server trusts)"
+        )
+    return None

@@ -104,7 +104,7 @@ async def _triggers(args: argparse.Namespace) -> int:
     summary = trigger_summary(catalog.entries(), catalog.schedule_prefix)
     for line in summary or [f"{catalog.folder}: no triggers"]:
         print(line)
-    client = await connect()
+    client = await connect(origin="trigger")
 
     async def connected() -> TideflowClient:
         return client

@@ -27,10 +27,14 @@ from interpreter import DefinitionError
 from interpreter.inputs import InputError
 from starter.client.connection import (
     DEFAULT_ADDRESS,
+    ConnectionConfigError,
+    acting_roles,
     acting_user,
     connect,
+    connect_config,
     data_converter,
     default_identity,
+    with_identity,
 )
 from starter.client.definitions import (
     definition_json,
@@ -70,6 +74,7 @@ from starter.client.web_ui import web_ui_base, web_ui_url
 
 __all__ = [
     "DEFAULT_ADDRESS",
+    "ConnectionConfigError",
     "ControlError",
     "DefinitionError",
     "EventDelivery",
@@ -80,10 +85,12 @@ __all__ = [
     "RunHandle",
     "RunSummary",
     "TideflowClient",
+    "acting_roles",
     "acting_user",
     "approve",
     "cancel",
     "connect",
+    "connect_config",
     "data_converter",
     "default_identity",
     "definition_json",
@@ -113,4 +120,5 @@ __all__ = [
     "visibility_query",
     "web_ui_base",
     "web_ui_url",
+    "with_identity",
 ]

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.common.v1 import Payload
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.converter import DataConverter
 
 import activities
 from interpreter import Definition, Problem, load_file, problems_in_file
@@ -39,9 +41,11 @@ def run_input(
     inputs: dict[str, Any] | None = None,
     *,
     history_limit: int | None = None,
+    origin: str | None = None,
     default_retry: RetrySpec | None = None,
 ) -> RunInput:
-    """The workflow input of a run: the definition's compiled plan plus checked inputs.
+    """The workflow input of a run: the definition's compiled plan plus checked inputs, and
+    where the run comes from (``origin``: ``api``, ``cli``, ``trigger``…; its nodes see it).
 
     ``default_retry`` (the engine configuration's ``default_retry``, seed 003's
     ``error_handling``) is the retry of nodes when the definition sets no default of its own;
@@ -50,7 +54,9 @@ def run_input(
     """
     resolve_inputs(definition, inputs or {})
     plan = compile_plan(with_default_retry(definition, default_retry), activities.registry)
-    return RunInput(plan=plan, inputs=dict(inputs or {}), history_limit=history_limit)
+    return RunInput(
+        plan=plan, inputs=dict(inputs or {}), history_limit=history_limit, origin=origin
+    )
 
 
 def with_default_retry(definition: Definition, retry: RetrySpec | None) -> Definition:
@@ -85,3 +91,10 @@ def search_attributes(definition: Definition) -> TypedSearchAttributes:
 def static_summary(definition: Definition) -> str:
     """How a run of ``definition`` is titled in the Web UI: name and version."""
     return f"{definition.display_name} {definition.display_version}".strip()
+
+
+def plain_payload(text: str) -> Payload:
+    """``text`` as a plain JSON payload, which no payload codec touches: a run's title (static
+    summary) passed so stays readable in the Web UI when payloads are encrypted (the SDK takes
+    a Payload where it takes the text)."""
+    return DataConverter.default.payload_converter.to_payloads([text])[0]

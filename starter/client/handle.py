@@ -208,49 +208,57 @@ class RunHandle:
 
     async def pause(self) -> None:
         """Let running nodes finish and start nothing new."""
-        try:
-            await self._handle.signal(TideflowWorkflow.pause)
-        except RPCError as e:
-            await self._raise_if_ended(e)
+        async with self._client.audited("pause", self.id):
+            try:
+                await self._handle.signal(TideflowWorkflow.pause)
+            except RPCError as e:
+                await self._raise_if_ended(e)
 
     async def resume(self) -> None:
         """Start again what became ready while paused."""
-        try:
-            await self._handle.signal(TideflowWorkflow.resume)
-        except RPCError as e:
-            await self._raise_if_ended(e)
+        async with self._client.audited("resume", self.id):
+            try:
+                await self._handle.signal(TideflowWorkflow.resume)
+            except RPCError as e:
+                await self._raise_if_ended(e)
 
     async def cancel(self) -> None:
         """Cancel the run: running nodes are cancelled and compensations run. A run that has
         ended raises :class:`ControlError` (Temporal would accept the request and do
         nothing, or answer with its own message)."""
-        ended = await self.ended()
-        if ended is not None:
-            raise ControlError(f"run {self.id} has already ended ({ended})")
-        try:
-            await self._handle.cancel()
-        except RPCError as e:
-            await self._raise_if_ended(e)
+        async with self._client.audited("cancel", self.id):
+            ended = await self.ended()
+            if ended is not None:
+                raise ControlError(f"run {self.id} has already ended ({ended})")
+            try:
+                await self._handle.cancel()
+            except RPCError as e:
+                await self._raise_if_ended(e)
 
     async def emit(self, name: str, payload: Any = None, correlation: str | None = None) -> None:
         """Deliver an event to the run (a ``wait_for_event`` node of it may take it)."""
         event = Event(name=name, payload=payload, correlation=correlation)
-        try:
-            await self._handle.signal(TideflowWorkflow.event, event)
-        except RPCError as e:
-            await self._raise_if_ended(e)
+        async with self._client.audited("emit", self.id, detail=f"event {name}"):
+            try:
+                await self._handle.signal(TideflowWorkflow.event, event)
+            except RPCError as e:
+                await self._raise_if_ended(e)
 
     # --- updates ---------------------------------------------------------------------------
 
     async def skip(self, node: str, output: Any = None) -> ControlAnswer:
         """Skip a pending or failed node (downstream nodes see ``output``)."""
         request = SkipNode(node=node, output=output)
-        return await self._update(TideflowWorkflow.skip_node, request, redrive_hint=True)
+        return await self._update(
+            TideflowWorkflow.skip_node, request, "skip", f"node {node}", redrive_hint=True
+        )
 
     async def retry(self, node: str) -> ControlAnswer:
         """Run a node that needs attention again."""
         request = RetryNode(node=node)
-        return await self._update(TideflowWorkflow.retry_node, request, redrive_hint=True)
+        return await self._update(
+            TideflowWorkflow.retry_node, request, "retry", f"node {node}", redrive_hint=True
+        )
 
     async def fail(
         self, node: str, reason: str | None = None, by: str | None = None
@@ -258,11 +266,16 @@ class RunHandle:
         """Give up on a node that needs attention or waits: it fails, and the run fails
         (``by`` defaults to the client's user)."""
         request = FailNode(node=node, reason=reason, by=by or self._client.user)
-        return await self._update(TideflowWorkflow.fail_node, request, redrive_hint=True)
+        return await self._update(
+            TideflowWorkflow.fail_node, request, "fail", f"node {node}", redrive_hint=True
+        )
 
     async def set_vars(self, values: dict[str, Any]) -> ControlAnswer:
         """Change the run's vars (type-checked against their declared values)."""
-        return await self._update(TideflowWorkflow.set_vars, SetVars(values=values))
+        names = ", ".join(sorted(values))  # the names only: values may be sensitive
+        return await self._update(
+            TideflowWorkflow.set_vars, SetVars(values=values), "set_vars", f"vars {names}"
+        )
 
     async def approve(
         self,
@@ -270,19 +283,24 @@ class RunHandle:
         approved: bool = True,
         comment: str | None = None,
         by: str | None = None,
+        roles: list[str] | None = None,
         output: Any = None,
     ) -> ControlAnswer:
-        """Approve (or reject) an approval node (``by`` defaults to the client's user). For a
-        node waiting for a review, ``output`` is the reviewer's answer (a label…) in place of
-        the proposed one."""
+        """Approve (or reject) an approval node, or answer a review with ``output``. ``by``
+        and ``roles`` default to the client's user and roles; the run refuses them unless the
+        node's ``approvers`` name that user or one of those roles."""
         request = Approve(
             node=node,
             approved=approved,
             comment=comment,
             by=by or self._client.user,
+            roles=self._client.roles if roles is None else roles,
             output=output,
         )
-        return await self._update(TideflowWorkflow.approve, request)
+        decision = "approved" if approved else "rejected"
+        return await self._update(
+            TideflowWorkflow.approve, request, "approve", f"node {node} {decision}"
+        )
 
     async def raise_budget(
         self, add_tokens: int = 0, add_usd: float = 0.0, by: str | None = None
@@ -293,16 +311,26 @@ class RunHandle:
         return await self._update(TideflowWorkflow.raise_budget, request)
 
     async def _update(
-        self, update: Any, request: BaseModel, *, redrive_hint: bool = False
+        self,
+        update: Any,
+        request: BaseModel,
+        action: str | None = None,
+        detail: str | None = None,
+        *,
+        redrive_hint: bool = False,
     ) -> ControlAnswer:
-        try:
-            answer: ControlAnswer = await self._handle.execute_update(update, request)
-        except WorkflowUpdateFailedError as e:
-            cause = e.cause
-            reason = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
-            raise ControlError(f"refused: {reason}") from e
-        except RPCError as e:
-            await self._raise_if_ended(e, redrive_hint=redrive_hint)
+        """Send an update, recorded in the audit trail as ``action`` (default: the update's
+        name) with ``detail`` (names, never values)."""
+        name = action or str(getattr(update, "__name__", "update"))
+        async with self._client.audited(name, self.id, detail=detail):
+            try:
+                answer: ControlAnswer = await self._handle.execute_update(update, request)
+            except WorkflowUpdateFailedError as e:
+                cause = e.cause
+                reason = cause.message if isinstance(cause, ApplicationError) else str(cause or e)
+                raise ControlError(f"refused: {reason}") from e
+            except RPCError as e:
+                await self._raise_if_ended(e, redrive_hint=redrive_hint)
         return answer
 
     async def _raise_if_ended(self, error: RPCError, *, redrive_hint: bool = False) -> NoReturn:

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError, WorkflowHandle
@@ -30,6 +30,7 @@ from interpreter.node_io import NodeInput, NodeResult
 from interpreter.plan import plan_from_definition
 from interpreter.report import RunReport
 from interpreter.workflow import DEFINITION_KEY, VERSION_KEY, TideflowWorkflow
+from starter.client.definitions import plain_payload
 from starter.client.errors import ControlError
 from starter.client.listing import RunSummary, status_word, visibility_query
 from starter.server import REDRIVE_KEY
@@ -368,7 +369,8 @@ async def start_redrive(
         task_queue=redrive.old.task_queue,
         search_attributes=TypedSearchAttributes(pairs),
         memo=redrive.memo(),
-        static_summary=f"{name} (redrive of {redrive.old.workflow_id})",
+        # Pre-encoded: readable in the Web UI when payloads are encrypted.
+        static_summary=cast(str, plain_payload(f"{name} (redrive of {redrive.old.workflow_id})")),
     )
     from starter.lifecycle_audit import record_lifecycle_action
 

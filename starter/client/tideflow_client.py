@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -17,10 +18,18 @@ from interpreter import Definition
 from interpreter.model import RetrySpec
 from interpreter.report import RunReport
 from interpreter.workflow import TideflowWorkflow
+from starter import audit, lineage
 from starter.client import events
-from starter.client.connection import acting_user, connect, default_identity
+from starter.client.connection import (
+    acting_roles,
+    acting_user,
+    connect,
+    default_identity,
+    with_identity,
+)
 from starter.client.definitions import (
     new_workflow_id,
+    plain_payload,
     run_input,
     search_attributes,
     static_summary,
@@ -53,17 +62,30 @@ class TideflowClient:
         temporal: Client,
         *,
         user: str | None = None,
+        roles: list[str] | None = None,
         task_queue: str | None = None,
+        origin: str | None = None,
+        audit: bool = True,
+        lineage: bool = True,
         default_retry: RetrySpec | None = None,
     ) -> None:
         """Wrap a connected Temporal client. ``user`` is the ``by`` of approvals and failed
-        nodes when a call does not name one (None: nobody); ``task_queue`` is where runs
-        start by default (else ``TIDEFLOW_TASK_QUEUE`` or ``tideflow``); ``default_retry`` is
+        nodes when a call does not name one (None: nobody), and who the audit trail records;
+        ``roles`` are that user's roles (an approval node's ``approvers`` may name roles);
+        ``task_queue`` is where runs start by default (else ``TIDEFLOW_TASK_QUEUE`` or
+        ``tideflow``); ``origin`` is where the runs it starts come from (``cli``, ``api``,
+        ``trigger``…: nodes see it, the audit trail records it); ``audit=False`` records
+        nothing in the audit trail (:mod:`starter.audit`), ``lineage=False`` nothing of the
+        runs it starts in the lineage tables (:mod:`starter.lineage`); ``default_retry`` is
         compiled into the plans of definitions that set no retry of their own (the engine
         configuration's, see :func:`~starter.client.definitions.run_input`)."""
         self._temporal = temporal
         self._user = user
+        self._roles = list(roles or [])
         self._task_queue = task_queue
+        self._origin = origin
+        self._audit = audit
+        self._lineage = lineage
         self.default_retry = default_retry
 
     @classmethod
@@ -75,14 +97,20 @@ class TideflowClient:
         settings: WorkerSettings | None = None,
         identity: str | None = None,
         user: str | None = None,
+        roles: list[str] | None = None,
+        origin: str | None = "cli",
+        audit: bool = True,
+        lineage: bool = True,
     ) -> TideflowClient:
-        """Connect to ``TEMPORAL_ADDRESS`` (default localhost:7233) / ``TEMPORAL_NAMESPACE``.
+        """Connect as Temporal's environment configuration says (``TEMPORAL_ADDRESS``, default
+        localhost:7233, ``TEMPORAL_NAMESPACE``, a ``TEMPORAL_PROFILE`` with TLS, client
+        certificates or an API key: :mod:`starter.client.connection`).
 
         ``identity`` is what Temporal records with every signal, update and cancellation sent
         (the Web UI shows it): ``user@host`` by default, ``user`` being
-        :func:`~starter.client.acting_user` unless given. ``settings`` give the payload store
-        and the default task queue, and ``default_retry`` (else they are read from the
-        environment and ``TIDEFLOW_CONFIG``).
+        :func:`~starter.client.acting_user` (and ``roles`` :func:`~starter.client.acting_roles`)
+        unless given. ``settings`` give the payload store, the default task queue and
+        ``default_retry`` (else they are read from the environment and ``TIDEFLOW_CONFIG``).
         """
         user = user or acting_user()
         settings = settings or WorkerSettings.from_env()
@@ -92,8 +120,36 @@ class TideflowClient:
         return cls(
             temporal,
             user=user,
+            roles=acting_roles() if roles is None else roles,
             task_queue=settings.task_queue,
+            origin=origin,
+            audit=audit,
+            lineage=lineage,
             default_retry=settings.default_retry,
+        )
+
+    def acting_as(
+        self,
+        user: str,
+        roles: list[str] | None = None,
+        *,
+        origin: str | None = None,
+        identity: str | None = None,
+    ) -> TideflowClient:
+        """This client acting for ``user`` (with ``roles``): the same connection, but Temporal
+        records ``identity`` (default ``user@host``) with what it sends, approvals and failed
+        nodes name ``user``, and the audit trail records them. The HTTP API makes one per
+        request from the caller's token."""
+        temporal = with_identity(self._temporal, identity or default_identity(user))
+        return TideflowClient(
+            temporal,
+            user=user,
+            roles=roles,
+            task_queue=self._task_queue,
+            origin=origin or self._origin,
+            audit=self._audit,
+            lineage=self._lineage,
+            default_retry=self.default_retry,
         )
 
     @property
@@ -117,6 +173,36 @@ class TideflowClient:
         return self._user
 
     @property
+    def roles(self) -> list[str]:
+        """The roles of :attr:`user` (checked against approval nodes' ``approvers``)."""
+        return list(self._roles)
+
+    @property
+    def origin(self) -> str | None:
+        """Where the runs this client starts come from (``cli``, ``api``, ``trigger``…)."""
+        return self._origin
+
+    def audited(
+        self,
+        action: str,
+        target: str | None = None,
+        *,
+        detail: str | None = None,
+        definition: str | None = None,
+    ) -> AbstractAsyncContextManager[dict[str, Any]]:
+        """Record ``action`` on ``target`` by this client's user in the audit trail, with its
+        outcome (see :func:`starter.audit.audited`)."""
+        return audit.audited(
+            action,
+            target,
+            user=self._user,
+            via=self._origin,
+            detail=detail,
+            definition=definition,
+            enabled=self._audit,
+        )
+
+    @property
     def task_queue(self) -> str:
         """The task queue runs start on unless told otherwise."""
         return self._task_queue or WorkerSettings.from_env().task_queue
@@ -134,6 +220,8 @@ class TideflowClient:
         id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.UNSPECIFIED,
         memo: dict[str, Any] | None = None,
         history_limit: int | None = None,
+        origin: str | None = None,
+        documents: list[str] | None = None,
         priority: int | None = None,
     ) -> RunHandle:
         """Start a run (inputs are checked first: InputError names each bad one) and return
@@ -143,26 +231,48 @@ class TideflowClient:
         idempotency key: a second start raises ``WorkflowAlreadyStartedError``. ``memo`` is
         stored with the run (the HTTP API keeps what a retried start must match there).
         ``history_limit`` makes the run continue as new whenever its history holds that many
-        events (default: when Temporal suggests it). ``priority`` (1 first … 5 last, default
-        the definition's ``priority:``, else 3) orders the run's workflow and node tasks on
-        their task queues when they wait for a worker.
+        events (default: when Temporal suggests it). ``origin`` (default: the client's) tells
+        the run's nodes where it came from. ``documents`` are local files the run starts from
+        besides the inputs naming local files: their sha256 is recorded for lineage
+        (:mod:`starter.lineage`). ``priority`` (1 first … 5 last, default the definition's
+        ``priority:``, else 3) orders the run's workflow and node tasks on their task queues
+        when they wait for a worker. The start is recorded in the audit trail.
         """
-        payload = run_input(
-            definition, inputs, history_limit=history_limit, default_retry=self.default_retry
-        )
-        handle = await self._temporal.start_workflow(
-            TideflowWorkflow.run,
-            payload,
-            id=workflow_id or new_workflow_id(definition),
-            task_queue=task_queue or self.task_queue,
-            id_reuse_policy=id_reuse_policy,
-            id_conflict_policy=id_conflict_policy,
-            search_attributes=search_attributes(definition),
-            static_summary=static_summary(definition),
-            static_details=definition.description or None,
-            memo=memo,
-            priority=task_priority(priority or definition.priority),
-        )
+        workflow_id = workflow_id or new_workflow_id(definition)
+        async with self.audited("start", workflow_id, definition=definition.slug):
+            payload = run_input(
+                definition,
+                inputs,
+                history_limit=history_limit,
+                origin=origin or self._origin,
+                default_retry=self.default_retry,
+            )
+            if self._lineage:  # before the start, so that the run's first node finds it
+                await lineage.record_start_async(
+                    workflow_id=workflow_id,
+                    run_id=None,
+                    definition=definition,
+                    inputs=inputs or {},
+                    documents=documents or [],
+                    origin=origin or self._origin,
+                )
+            handle = await self._temporal.start_workflow(
+                TideflowWorkflow.run,
+                payload,
+                id=workflow_id,
+                task_queue=task_queue or self.task_queue,
+                id_reuse_policy=id_reuse_policy,
+                id_conflict_policy=id_conflict_policy,
+                search_attributes=search_attributes(definition),
+                # Pre-encoded, so that no payload codec (encryption) touches them: the Web UI
+                # lists runs by this title whoever looks (the SDK takes a Payload as is).
+                static_summary=cast(str, plain_payload(static_summary(definition))),
+                static_details=cast(str, plain_payload(definition.description))
+                if definition.description
+                else None,
+                memo=memo,
+                priority=task_priority(priority or definition.priority),
+            )
         return RunHandle(self, handle)
 
     async def run(

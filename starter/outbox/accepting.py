@@ -80,6 +80,9 @@ class StartOutbox:
         fingerprint: str | None = None,
         document: str | None = None,
         wait: float | None = None,
+        user: str | None = None,
+        roles: list[str] | None = None,
+        origin: str | None = None,
     ) -> Accepted:
         """Accept a start of ``definition`` and wait up to ``wait`` seconds (default
         ``outbox.wait_seconds``) for its delivery.
@@ -98,6 +101,9 @@ class StartOutbox:
             priority=priority,
             reject_duplicate=idempotent,
             document=document,
+            user=user,
+            roles=roles,
+            origin=origin,
         )
         row = NewEntry(
             "start",
@@ -191,6 +197,7 @@ class StartOutbox:
             memo=memo,
             idempotent=True,
             wait=0,
+            origin="trigger",
         )
         entry = accepted.entry
         return StartedRun(

@@ -13,7 +13,7 @@ memo: a retried delivery finds the run the first one started instead of starting
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, Field
 from temporalio.common import (
@@ -30,6 +30,7 @@ from interpreter.control import RunInput
 from interpreter.model import RetrySpec
 from interpreter.workflow import DEFINITION_KEY, VERSION_KEY, TideflowWorkflow
 from starter.client import TideflowClient, run_input, static_summary
+from starter.client.definitions import plain_payload
 from starter.client.tideflow_client import task_priority
 from starter.outbox.records import Entry
 
@@ -59,6 +60,12 @@ class StartRecord(BaseModel):
     the first (its retention), and an existing run of that id is this start's, done before."""
     document: str | None = None
     """The saved upload a run of ``POST /definitions/{slug}/documents`` reads."""
+    user: str | None = None
+    """Who asked for the start: the run starts under their identity in Temporal."""
+    roles: list[str] = Field(default_factory=list)
+    origin: str | None = None
+    """Where the start comes from (``api``, ``inline``, ``upload``, ``trigger``…), in the plan's
+    input too."""
 
 
 def start_record(
@@ -72,9 +79,12 @@ def start_record(
     priority: int | None = None,
     reject_duplicate: bool = False,
     document: str | None = None,
+    user: str | None = None,
+    roles: list[str] | None = None,
+    origin: str | None = None,
 ) -> StartRecord:
     """Compile a start of ``definition`` (InputError names each bad input)."""
-    payload = run_input(definition, inputs, default_retry=default_retry)
+    payload = run_input(definition, inputs, default_retry=default_retry, origin=origin)
     return StartRecord(
         run_input=payload.model_dump(mode="json"),
         workflow_id=workflow_id,
@@ -88,6 +98,9 @@ def start_record(
         max_runs=definition.concurrency.max_runs if definition.concurrency else None,
         reject_duplicate=reject_duplicate,
         document=document,
+        user=user,
+        roles=list(roles or []),
+        origin=origin,
     )
 
 
@@ -144,6 +157,8 @@ async def deliver_start(client: TideflowClient, entry: Entry, attempt: int) -> D
         earlier = await _run_of_entry(client, record.workflow_id, entry.id)
         if earlier is not None:
             return Delivered(earlier)
+    if record.user:  # Temporal records the requester, not the deliverer
+        client = client.acting_as(record.user, record.roles, origin=record.origin)
     try:
         handle = await client.temporal.start_workflow(
             TideflowWorkflow.run,
@@ -162,8 +177,9 @@ async def deliver_start(client: TideflowClient, entry: Entry, attempt: int) -> D
                     SearchAttributePair(VERSION_KEY, record.version),
                 ]
             ),
-            static_summary=record.summary,
-            static_details=record.details,
+            # Pre-encoded, so that no payload codec (encryption) hides the Web UI's titles.
+            static_summary=cast(str, plain_payload(record.summary)),
+            static_details=cast(str, plain_payload(record.details)) if record.details else None,
             memo={**record.memo, OUTBOX_MEMO: entry.id},
             priority=task_priority(record.priority),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from temporalio.client import (
     Schedule,
@@ -27,6 +27,7 @@ from interpreter.workflow import WORKFLOW_NAME
 from starter import client as tideflow
 from starter._catalog import Catalog
 from starter.client import TideflowClient
+from starter.client.definitions import plain_payload
 from starter.client.tideflow_client import task_priority
 from starter.triggers.starting import _digest
 
@@ -90,7 +91,9 @@ def build_schedule(
     the same search attributes as any run, and a memo naming the trigger (plus ``memo``: a
     deployed version names itself).
     """
-    run_input = tideflow.run_input(definition, trigger.inputs, default_retry=default_retry)
+    run_input = tideflow.run_input(
+        definition, trigger.inputs, origin="schedule", default_retry=default_retry
+    )
     fingerprint = _digest(
         json.dumps(
             {
@@ -132,8 +135,14 @@ def build_schedule(
                 "fingerprint": fingerprint,
             },
         },
-        static_summary=(
-            f"{definition.display_name} {definition.display_version} (schedule)".replace("  ", " ")
+        # Pre-encoded: readable in the Web UI when payloads are encrypted.
+        static_summary=cast(
+            str,
+            plain_payload(
+                f"{definition.display_name} {definition.display_version} (schedule)".replace(
+                    "  ", " "
+                )
+            ),
         ),
         priority=task_priority(definition.priority),
     )

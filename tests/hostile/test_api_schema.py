@@ -23,6 +23,7 @@ import pytest_asyncio
 import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from temporalio.service import RPCError
@@ -111,6 +112,10 @@ def test_every_answer_matches_the_openapi_document(
     # inputs the definition refuses or a document its trigger filters out: 422 and 415 are
     # then the documented answers, not a schema-valid request wrongly rejected.
     excluded: list[Any] = [positive_data_acceptance] if starts else []
+    if case.operation.path == "/health" and response.status_code == 503:
+        # The documented answer of a degraded deployment (here: no worker polls the fuzzed
+        # definitions' queue), for load balancers; its body must still match the schema.
+        excluded.append(not_a_server_error)
     case.validate_response(response, excluded_checks=excluded)
 
 

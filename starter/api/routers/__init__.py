@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from starter.api.routers import (
+    audit,
     budget,
     control,
     definitions,
@@ -15,6 +16,7 @@ from starter.api.routers import (
     registry,
     runs,
     stats,
+    tokens,
     ui,
     uploads,
 )
@@ -30,6 +32,8 @@ ALL: tuple[APIRouter, ...] = (
     budget.router,
     events.router,
     stats.router,
+    audit.router,
+    tokens.router,
     ui.router,
     ui.pages,
     outbox.router,

@@ -6,18 +6,27 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from interpreter.control import RaiseBudget
-from starter.api.errors import ERROR_RESPONSES
+from starter.api.errors import ERROR_RESPONSES, ApiError
 from starter.api.models import ControlOut
+from starter.api.permissions import IdentityParam
 from starter.api.runtime import ClientParam
 
 router = APIRouter(tags=["control"], responses=ERROR_RESPONSES)
 
 
 @router.post("/runs/{workflow_id}/budget", response_model=ControlOut)
-async def raise_budget(workflow_id: str, body: RaiseBudget, client: ClientParam) -> ControlOut:
+async def raise_budget(
+    workflow_id: str, body: RaiseBudget, client: ClientParam, identity: IdentityParam
+) -> ControlOut:
     """Raise a run's AI spend budget by ``add_usd`` dollars and/or ``add_tokens`` tokens; nodes
     the budget stopped (status ``needs_attention``, reason ``budget``) run again. 409 when the
-    run has no budget, nothing is added, or it has ended."""
+    run has no budget, nothing is added, or it has ended. The raise is the caller's; ``by`` of
+    the body is only taken when the API runs without authentication."""
     run = client.get_run(workflow_id)
-    answer = await run.raise_budget(body.add_tokens, body.add_usd, body.by)
+    by = None  # the caller's (the client acts as the caller)
+    if identity.via == "local":
+        by = body.by
+    elif body.by and body.by != identity.user:
+        raise ApiError(403, f"you are {identity.user}: you cannot raise it as {body.by}")
+    answer = await run.raise_budget(body.add_tokens, body.add_usd, by)
     return ControlOut(workflow_id=workflow_id, **answer.model_dump())

@@ -6,8 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from interpreter.control import Approve, ControlAnswer, RetryNode, SetVars, SkipNode
-from starter.api.errors import ERROR_RESPONSES
+from starter.api.errors import ERROR_RESPONSES, ApiError
 from starter.api.models import ControlDone, ControlOut
+from starter.api.permissions import IdentityParam
 from starter.api.runtime import ClientParam
 
 router = APIRouter(tags=["control"], responses=ERROR_RESPONSES)
@@ -59,9 +60,18 @@ async def set_vars(workflow_id: str, body: SetVars, client: ClientParam) -> Cont
 
 
 @router.post("/runs/{workflow_id}/approve", response_model=ControlOut)
-async def approve(workflow_id: str, body: Approve, client: ClientParam) -> ControlOut:
-    """Approve or reject a waiting approval node; for a node waiting for a review, ``output``
-    is the reviewer's answer (a label…) in place of the proposed one."""
+async def approve(
+    workflow_id: str, body: Approve, client: ClientParam, identity: IdentityParam
+) -> ControlOut:
+    """Approve or reject a waiting approval node (or answer a review with ``output``). The
+    answer is given as the caller: the user and roles of its token, checked by the run against
+    the node's ``approvers`` (409 naming who may answer). ``by`` and ``roles`` of the body are
+    only taken when the API runs without authentication."""
     run = client.get_run(workflow_id)
-    answer = await run.approve(body.node, body.approved, body.comment, body.by, body.output)
+    by, roles = None, None  # the caller's (the client acts as the caller)
+    if identity.via == "local":
+        by, roles = body.by, body.roles or None
+    elif body.by and body.by != identity.user:
+        raise ApiError(403, f"you are {identity.user}: you cannot answer as {body.by}")
+    answer = await run.approve(body.node, body.approved, body.comment, by, roles, body.output)
     return _answer(workflow_id, answer)

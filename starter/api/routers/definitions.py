@@ -10,6 +10,7 @@ from starter import client as tideflow
 from starter._catalog import Entry
 from starter.api.errors import ERROR_RESPONSES, ProblemOut
 from starter.api.models import DefinitionDetail, DefinitionSummary
+from starter.api.permissions import IdentityParam
 from starter.api.runtime import RuntimeParam
 from starter.graph import mermaid
 
@@ -38,9 +39,10 @@ def _summary(entry: Entry) -> dict[str, Any]:
 
 
 @router.get("/definitions", response_model=list[DefinitionSummary])
-async def list_definitions(runtime: RuntimeParam) -> list[dict[str, Any]]:
-    """Every definition file of the folder; invalid ones with their located problems."""
-    return [_summary(entry) for entry in runtime.catalog.entries()]
+async def list_definitions(runtime: RuntimeParam, identity: IdentityParam) -> list[dict[str, Any]]:
+    """Every definition file of the folder (that the caller may read); invalid ones with
+    their located problems."""
+    return [_summary(entry) for entry in runtime.catalog.entries() if identity.covers(entry.slug)]
 
 
 @router.get("/definitions/{slug}", response_model=DefinitionDetail, responses=ERROR_RESPONSES)

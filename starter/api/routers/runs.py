@@ -12,8 +12,10 @@ from starter.api import starting
 from starter.api.errors import ERROR_RESPONSES, field_error
 from starter.api.idempotency import Idempotency, IdempotencyKeyParam
 from starter.api.models import InlineRunRequest, RunStarted, RunStateOut, StartRequest
+from starter.api.permissions import IdentityParam, check
 from starter.api.runtime import ClientParam, RuntimeParam
 from starter.api.starting import EARLIER_RUN
+from starter.auth import Permission
 from starter.client import RunSummary
 
 router = APIRouter(tags=["runs"], responses=ERROR_RESPONSES)
@@ -26,6 +28,7 @@ async def start_run(
     slug: str,
     body: StartRequest,
     runtime: RuntimeParam,
+    identity: IdentityParam,
     response: Response,
     idempotency_key: IdempotencyKeyParam = None,
 ) -> RunStarted | Response:
@@ -41,6 +44,7 @@ async def start_run(
         body.workflow_id,
         idempotency=Idempotency.of(idempotency_key, request),
         priority=body.priority,
+        caller=identity,
     )
     return started.answer(response)
 
@@ -49,12 +53,14 @@ async def start_run(
 async def start_inline(
     body: InlineRunRequest,
     runtime: RuntimeParam,
+    identity: IdentityParam,
     response: Response,
     idempotency_key: IdempotencyKeyParam = None,
 ) -> RunStarted | Response:
     """Start a run of a definition given in the request (YAML text or a JSON object). It is
     parsed in a worker process, bounded in time, memory and nodes (422 beyond)."""
     definition = await runtime.parser.parse(body.definition, "<request>")
+    check(identity, Permission.START_INLINE, definition.slug)
     request = {"start": "inline", **body.model_dump(mode="json")}
     started = await starting.start_run(
         runtime,
@@ -63,6 +69,9 @@ async def start_inline(
         body.workflow_id,
         idempotency=Idempotency.of(idempotency_key, request),
         priority=body.priority,
+        caller=identity,
+        # Code written by the caller: its egress is refused private networks (activities.http).
+        origin="inline",
     )
     return started.answer(response)
 
@@ -85,6 +94,7 @@ RUN_STATUSES = (
 @router.get("/runs", response_model=list[RunSummary])
 async def list_runs(
     client: ClientParam,
+    identity: IdentityParam,
     definition: Annotated[
         str | None,
         # A slug goes into a visibility query: nothing that could end its quoted string.
@@ -97,12 +107,14 @@ async def list_runs(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[RunSummary]:
-    """Recent runs, newest first."""
+    """Recent runs, newest first (of the definitions the caller may read)."""
+    if definition is not None:
+        check(identity, Permission.READ, definition)
     try:
         runs = await client.list_runs(definition=definition, status=status, limit=limit)
     except ValueError as e:
         raise field_error("status", str(e)) from None
-    return runs
+    return [run for run in runs if identity.covers(run.definition)]
 
 
 @router.get("/runs/{workflow_id}", response_model=RunStateOut)

@@ -27,6 +27,7 @@ from starter.api.errors import (
 )
 from starter.api.idempotency import Idempotency, IdempotencyKeyParam
 from starter.api.models import RunStarted
+from starter.api.permissions import IdentityParam
 from starter.api.runtime import RuntimeParam
 from starter.api.starting import EARLIER_RUN
 from starter.triggers import describe_filter, guess_mime, matches_filter
@@ -106,6 +107,7 @@ async def _save_upload(upload: UploadFile, target: Path, limit: int) -> str:
 async def upload_document(
     slug: str,
     runtime: RuntimeParam,
+    identity: IdentityParam,
     response: Response,
     file: Annotated[UploadFile, File(description="the document")],
     inputs: Annotated[str | None, Form(description="more inputs, as a JSON object")] = None,
@@ -143,6 +145,7 @@ async def upload_document(
             document=str(target),
             idempotency=Idempotency.of(idempotency_key, request),
             source="upload",
+            caller=identity,
         )
     except BaseException:
         shutil.rmtree(target.parent, ignore_errors=True)
