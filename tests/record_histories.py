@@ -32,6 +32,7 @@ from activities import WorkerSettings, registry
 from interpreter import load_string
 from interpreter.control import RunInput
 from starter import client as tideflow_client
+from starter.client import TideflowClient
 from starter.server import SEARCH_ATTRIBUTES
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -114,6 +115,11 @@ async def _fail(client: Any, workflow_id: str) -> None:
 async def _cancel(client: Any, workflow_id: str) -> None:
     await _until(_node_is(client, workflow_id, "long", "running"), "long running")
     await tideflow_client.cancel(client, workflow_id)
+
+
+async def _raise_budget(client: Any, workflow_id: str) -> None:
+    await _until(_node_is(client, workflow_id, "second", "needs_attention"), "budget stop")
+    await TideflowClient(client).get_run(workflow_id).raise_budget(add_tokens=100, by="ana")
 
 
 def _chain(count: int) -> str:
@@ -321,6 +327,17 @@ EXAMPLES: dict[str, Example] = {
           - {id: unbook, type: test.echo}
         """,
         _fail,
+        formats=frozenset({2}),
+    ),
+    "raise_budget": Example(
+        """
+        name: Replay budget
+        budget: {tokens: 100}
+        tasks:
+          - {id: first, type: ai.test_spend, config: {tokens: 150}}
+          - {id: second, type: ai.test_spend, depends_on: [first], config: {tokens: 10}}
+        """,
+        _raise_budget,
         formats=frozenset({2}),
     ),
     "foreach_batches": Example(

@@ -156,3 +156,17 @@ async def rendezvous(config: RendezvousConfig, ctx: NodeContext) -> dict[str, An
             )
         await asyncio.sleep(0.01)
     return {"group": config.group, "met": sorted(arrived)}
+
+
+class SpendConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tokens: int = Field(default=100, ge=0)
+    cost_usd: float | None = Field(default=None, ge=0)
+
+
+@node_type("ai.test_spend", SpendConfig)
+async def spend(config: SpendConfig, ctx: NodeContext) -> dict[str, Any]:
+    """Spend like a model call (tokens and cost count against budgets) without a model: an
+    ``ai.`` type, so budgets apply to it."""
+    ctx.add_usage(prompt_tokens=config.tokens, cost_usd=config.cost_usd, model="test")
+    return {"tokens": config.tokens}
