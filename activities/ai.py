@@ -98,6 +98,15 @@ CheckItem = Annotated[str | CheckSpec, AfterValidator(_compiles)]
 """A check, compiled when the config is validated (a located error at load time)."""
 
 
+class PageText(BaseModel):
+    """One page of a parsed document (``documents.parse``'s ``pages`` items)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    number: int
+    text: str
+
+
 class ExtractConfig(_AIConfig):
     """Config of ``ai.extract``: named entities or a JSON Schema → ``{entities, needs_review,
     problems}``.
@@ -129,6 +138,14 @@ class ExtractConfig(_AIConfig):
     review: bool = False
     """When fields still need review, wait for a person to confirm or correct the entities
     (like an approval) instead of passing them on flagged."""
+    pages: list[str | PageText] | None = Field(
+        default=None,
+        json_schema_extra={
+            "default_expression": "${{ has(upstream.output.pages) ? upstream.output.pages : null }}"
+        },
+    )
+    """The document's pages (``documents.parse``'s ``pages``; default the only dependency's):
+    ``sources`` then names the page each extracted value was read from."""
 
     @field_validator("entities")
     @classmethod
@@ -393,6 +410,7 @@ async def extract(config: ExtractConfig, ctx: NodeContext) -> Any:
         "needs_review": fields,
         "problems": [v.message for v in broken],
         "repaired": repaired,
+        "sources": field_sources(entities, answer.model, config.pages),
         **_names(answer),
     }
     if broken and config.review:
@@ -411,6 +429,54 @@ async def extract(config: ExtractConfig, ctx: NodeContext) -> Any:
             ),
         )
     return output
+
+
+def field_sources(
+    entities: Any, model: str, pages: list[str | PageText] | None
+) -> dict[str, dict[str, Any]]:
+    """Per extracted field (lineage): the model that read it and, when the document has pages,
+    the first page whose text shows its value (None when no page shows it as written)."""
+    if not isinstance(entities, dict):
+        return {}
+    texts = [
+        (page.number, _folded(page.text)) if isinstance(page, PageText) else (n, _folded(page))
+        for n, page in enumerate(pages or [], start=1)
+    ]
+    sources: dict[str, dict[str, Any]] = {}
+    for name, value in entities.items():
+        source: dict[str, Any] = {"model": model}
+        if texts:
+            shown = [
+                re.compile(rf"(?<![0-9a-z]){re.escape(form)}(?![0-9a-z])")
+                for form in _shown_as(value)
+                if form
+            ]
+            source["page"] = next(
+                (n for n, text in texts if any(p.search(text) for p in shown)), None
+            )
+        sources[str(name)] = source
+    return sources
+
+
+def _folded(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def _shown_as(value: Any) -> list[str]:
+    """How a value may be printed in a document (a list: how its first item may be)."""
+    if isinstance(value, list):
+        return _shown_as(value[0]) if value else []
+    if isinstance(value, dict):
+        first = next((v for v in value.values() if isinstance(v, str) and v.strip()), None)
+        return _shown_as(first) if first is not None else []
+    if value is None or isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        forms = {f"{value:,.2f}", f"{value:.2f}", f"{value:,}", str(value)}
+        if float(value).is_integer():
+            forms |= {f"{int(value):,}", str(int(value))}
+        return sorted(forms, key=len, reverse=True)
+    return [_folded(str(value))]
 
 
 def _violations(entities: Any, checks: list[Check], tolerance: float) -> list[Violation]:

@@ -245,3 +245,50 @@ def _schema_without_formats() -> dict[str, Any]:
     schema = entity_schema(ENTITIES, bounded=False)
     schema["properties"]["date"].pop("format")
     return schema
+
+
+async def test_each_extracted_field_names_its_model_and_page(stub: OpenAIStub) -> None:
+    # Lineage: a two-page document; the header is on page 1, the totals on page 2.
+    pages = [
+        {"number": 1, "text": "ACME Corp\nInvoice INV-10487\nDate: 2024-03-14\nRocket skates"},
+        {"number": 2, "text": "Subtotal 524.48\nTax 41.96\nTotal due: $566.44"},
+    ]
+    stub.reply(json_content=invoice(date="2024-03-15"))
+    result = await run_node(
+        "ai.extract",
+        {"text": INVOICE, "entities": ENTITIES, "pages": pages},
+        settings=remote(stub),
+    )
+    sources = result.output["sources"]
+    model = result.output["model"]
+    assert set(sources) == set(ENTITIES)
+    assert {s["model"] for s in sources.values()} == {model}
+    assert sources["invoice_number"]["page"] == 1
+    assert sources["line_items"]["page"] == 1  # its first item's description
+    assert sources["total_amount"]["page"] == 2
+    assert sources["tax"]["page"] == 2
+    assert sources["date"]["page"] is None  # 2024-03-15 is printed on no page
+    # Without pages, the model alone.
+    stub.reply(json_content=invoice())
+    plain = await run_node(
+        "ai.extract", {"text": INVOICE, "entities": ENTITIES}, settings=remote(stub)
+    )
+    assert plain.output["sources"]["tax"] == {"model": model}
+
+
+def test_extraction_after_a_parse_reads_its_pages_by_default() -> None:
+    definition = load_string(
+        """
+        name: Pages by default
+        inputs: {document: {type: string}}
+        tasks:
+          - {id: parse, type: documents.parse}
+          - {id: fields, type: ai.extract, depends_on: [parse], config: {entities: [total]}}
+        """.replace("\n        ", "\n"),
+        "pages.yaml",
+        registry,
+    )
+    config = definition.tasks[1].config
+    assert config["pages"] == (
+        '${{ has(nodes["parse"].output.pages) ? nodes["parse"].output.pages : null }}'
+    )
