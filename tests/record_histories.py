@@ -122,6 +122,12 @@ async def _raise_budget(client: Any, workflow_id: str) -> None:
     await TideflowClient(client).get_run(workflow_id).raise_budget(add_tokens=100, by="ana")
 
 
+async def _review(client: Any, workflow_id: str) -> None:
+    await _until(_node_is(client, workflow_id, "kind", "waiting"), "review waiting")
+    run = TideflowClient(client, user="ana").get_run(workflow_id)
+    await run.approve("kind", comment="a letter", output="letter")
+
+
 def _chain(count: int) -> str:
     lines = ["name: Replay chain", "tasks:"]
     for i in range(count):
@@ -338,6 +344,17 @@ EXAMPLES: dict[str, Example] = {
           - {id: second, type: ai.test_spend, depends_on: [first], config: {tokens: 10}}
         """,
         _raise_budget,
+        formats=frozenset({2}),
+    ),
+    "review": Example(
+        """
+        name: Replay review
+        tasks:
+          - {id: kind, type: test.review}
+          - {id: after, type: test.echo, depends_on: [kind],
+             config: {value: "${{ nodes.kind.output.label }}"}}
+        """,
+        _review,
         formats=frozenset({2}),
     ),
     "foreach_batches": Example(

@@ -288,6 +288,7 @@ def test_extraction_after_a_parse_reads_its_pages_by_default() -> None:
         "pages.yaml",
         registry,
     )
+    assert definition.tasks is not None
     config = definition.tasks[1].config
     assert config["pages"] == (
         '${{ has(nodes["parse"].output.pages) ? nodes["parse"].output.pages : null }}'

@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from activities import NodeContext, PermanentNodeError, RetryableNodeError, node_type
+from interpreter.node_io import NodeResult, ReviewRequest
 
 CALLS: dict[str, list[str]] = defaultdict(list)
 """Workflow id → node ids of the ``test.echo`` calls, in call order."""
@@ -170,3 +171,24 @@ async def spend(config: SpendConfig, ctx: NodeContext) -> dict[str, Any]:
     ``ai.`` type, so budgets apply to it."""
     ctx.add_usage(prompt_tokens=config.tokens, cost_usd=config.cost_usd, model="test")
     return {"tokens": config.tokens}
+
+
+class ReviewConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str = "invoice"
+    options: list[str] = Field(default_factory=lambda: ["invoice", "letter"])
+
+
+@node_type("test.review", ReviewConfig)
+async def review(config: ReviewConfig, ctx: NodeContext) -> NodeResult:
+    """Answer ``{label}`` and ask a person to confirm it (what a doubtful ``ai.classify``
+    does), without a model."""
+    return NodeResult(
+        output={"label": config.label},
+        review=ReviewRequest(
+            message=f"is it {config.label!r}?",
+            options=list(config.options),
+            field="label",
+            details={"confidence": 0.4},
+        ),
+    )
