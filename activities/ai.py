@@ -141,7 +141,10 @@ class ExtractConfig(_AIConfig):
     pages: list[str | PageText] | None = Field(
         default=None,
         json_schema_extra={
-            "default_expression": "${{ has(upstream.output.pages) ? upstream.output.pages : null }}"
+            # Any output: a parsed document's pages, else none (has() fails on a non-map).
+            "default_expression": "${{ type(upstream.output) == type({}) && "
+            "has(upstream.output.pages) ? upstream.output.pages : null }}",
+            "default_optional": True,  # no single dependency: no pages, no error
         },
     )
     """The document's pages (``documents.parse``'s ``pages``; default the only dependency's):

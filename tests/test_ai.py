@@ -94,6 +94,7 @@ async def test_extract_returns_structured_output_exactly(stub: OpenAIStub) -> No
         "needs_review": [],
         "problems": [],
         "repaired": False,
+        "sources": {name: {"model": "gpt-test"} for name in entities},
         "provider": f"openai-compatible:{host(stub)}",
         "model": "gpt-test",
     }

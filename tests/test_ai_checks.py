@@ -10,6 +10,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import registry
 from interpreter import DefinitionError, load_string
+from interpreter.expressions import compile_value, evaluate
 from tests.nodes import run_node
 from tests.servers.openai_stub import OpenAIStub
 from tests.test_ai import INVOICE, remote
@@ -291,5 +292,12 @@ def test_extraction_after_a_parse_reads_its_pages_by_default() -> None:
     assert definition.tasks is not None
     config = definition.tasks[1].config
     assert config["pages"] == (
-        '${{ has(nodes["parse"].output.pages) ? nodes["parse"].output.pages : null }}'
+        '${{ type(nodes["parse"].output) == type({}) && has(nodes["parse"].output.pages) '
+        '? nodes["parse"].output.pages : null }}'
     )
+    # Whatever the dependency answers, the default evaluates (no pages unless it has them).
+    expression = compile_value(config["pages"])
+    for output in ("text", ["a"], None, 5, {"text": "t"}):
+        assert evaluate(expression, {"nodes": {"parse": {"output": output}}}) is None
+    pages = [{"number": 1, "text": "x"}]
+    assert evaluate(expression, {"nodes": {"parse": {"output": {"pages": pages}}}}) == pages
