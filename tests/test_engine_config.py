@@ -19,6 +19,7 @@ import pytest_asyncio
 from temporalio.api.enums.v1 import EventType, RateLimitSource, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from activities import WorkerSettings
@@ -246,18 +247,23 @@ async def test_a_node_pool_gets_its_rate_limit_on_the_task_queue(
     client = temporal_env.client
 
     async def effective(name: str) -> Any:
-        described = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=client.namespace,
-                task_queue=TaskQueue(name=name),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
-                report_config=True,
+        try:
+            described = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=client.namespace,
+                    task_queue=TaskQueue(name=name),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+                    report_config=True,
+                )
             )
-        )
+        except RPCError:  # a busy server may cancel the call ("operation was canceled"): ask again
+            return None
         return described.effective_rate_limit
 
     def from_worker(limit: Any) -> bool:
-        return bool(limit.rate_limit_source == RateLimitSource.RATE_LIMIT_SOURCE_WORKER)
+        return limit is not None and bool(
+            limit.rate_limit_source == RateLimitSource.RATE_LIMIT_SOURCE_WORKER
+        )
 
     async with running_worker(client, settings):
         pool_limit = await eventually(lambda: effective(pool), from_worker, "the pool's limit")
