@@ -39,6 +39,7 @@ from starlette.routing import Match
 from temporalio.service import RPCError
 
 from starter import audit
+from starter.api.errors import ApiError
 from starter.auth import Authenticator, Denied, Identity, Permission, require, roles_with
 
 log = logging.getLogger("tideflow.api")
@@ -204,6 +205,17 @@ def current_identity(request: Request) -> Identity:
 
 IdentityParam = Annotated[Identity, Depends(current_identity)]
 """A route parameter receiving the caller's identity."""
+
+
+def acting_as(identity: Identity, by: str | None, action: str) -> str | None:
+    """Whom an action names as its actor: ``by`` of the body when the API runs without
+    authentication; else None (the caller, whom the per-request client acts as), and 403 for
+    a body naming somebody else."""
+    if identity.via == "local":
+        return by
+    if by and by != identity.user:
+        raise ApiError(403, f"you are {identity.user}: you cannot {action} as {by}")
+    return None
 
 
 def check(identity: Identity, permission: Permission, definition: str | None) -> None:

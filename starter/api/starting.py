@@ -123,52 +123,26 @@ async def start_run(
             documents=[document] if document else [],
             origin=origin,
         )
-        return await _accept(
-            runtime,
+        accepted = await runtime.outbox.start(
             definition,
             inputs,
-            workflow_id,
-            document,
-            idempotency,
             source=source,
+            task_queue=runtime.settings.task_queue,
+            workflow_id=workflow_id,
+            memo=idempotency.memo(definition.slug, document) if idempotency else None,
             priority=priority,
-            caller=caller,
+            idempotent=idempotency is not None,
+            fingerprint=idempotency.request if idempotency else None,
+            document=document,
+            user=user,
+            roles=caller.approver_names if caller else None,
             origin=origin,
         )
-
-
-async def _accept(
-    runtime: Runtime,
-    definition: Definition,
-    inputs: dict[str, Any],
-    workflow_id: str,
-    document: str | None,
-    idempotency: Idempotency | None,
-    *,
-    source: str,
-    priority: int | None,
-    caller: Identity | None,
-    origin: str,
-) -> Start:
-    accepted = await runtime.outbox.start(
-        definition,
-        inputs,
-        source=source,
-        task_queue=runtime.settings.task_queue,
-        workflow_id=workflow_id,
-        memo=idempotency.memo(definition.slug, document) if idempotency else None,
-        priority=priority,
-        idempotent=idempotency is not None,
-        fingerprint=idempotency.request if idempotency else None,
-        document=document,
-        user=caller.user if caller else None,
-        roles=caller.approver_names if caller else None,
-        origin=origin,
-    )
-    entry = accepted.entry
-    if not accepted.new and idempotency is not None and entry.fingerprint != idempotency.request:
-        raise _key_conflict(idempotency, entry)
-    return _outcome(entry, new=accepted.new, idempotency=idempotency)
+        entry = accepted.entry
+        repeated = not accepted.new and idempotency is not None
+        if repeated and idempotency and entry.fingerprint != idempotency.request:
+            raise _key_conflict(idempotency, entry)
+        return _outcome(entry, new=accepted.new, idempotency=idempotency)
 
 
 def _outcome(entry: Entry, *, new: bool, idempotency: Idempotency | None) -> Start:

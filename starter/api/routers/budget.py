@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from interpreter.control import RaiseBudget
-from starter.api.errors import ERROR_RESPONSES, ApiError
+from starter.api.errors import ERROR_RESPONSES
 from starter.api.models import ControlOut
-from starter.api.permissions import IdentityParam
+from starter.api.permissions import IdentityParam, acting_as
 from starter.api.runtime import ClientParam
 
 router = APIRouter(tags=["control"], responses=ERROR_RESPONSES)
@@ -23,10 +23,6 @@ async def raise_budget(
     run has no budget, nothing is added, or it has ended. The raise is the caller's; ``by`` of
     the body is only taken when the API runs without authentication."""
     run = client.get_run(workflow_id)
-    by = None  # the caller's (the client acts as the caller)
-    if identity.via == "local":
-        by = body.by
-    elif body.by and body.by != identity.user:
-        raise ApiError(403, f"you are {identity.user}: you cannot raise it as {body.by}")
+    by = acting_as(identity, body.by, "raise it")
     answer = await run.raise_budget(body.add_tokens, body.add_usd, by)
     return ControlOut(workflow_id=workflow_id, **answer.model_dump())

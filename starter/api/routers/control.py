@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from interpreter.control import Approve, ControlAnswer, RetryNode, SetVars, SkipNode
-from starter.api.errors import ERROR_RESPONSES, ApiError
+from starter.api.errors import ERROR_RESPONSES
 from starter.api.models import ControlDone, ControlOut
-from starter.api.permissions import IdentityParam
+from starter.api.permissions import IdentityParam, acting_as
 from starter.api.runtime import ClientParam
 
 router = APIRouter(tags=["control"], responses=ERROR_RESPONSES)
@@ -68,10 +68,7 @@ async def approve(
     the node's ``approvers`` (409 naming who may answer). ``by`` and ``roles`` of the body are
     only taken when the API runs without authentication."""
     run = client.get_run(workflow_id)
-    by, roles = None, None  # the caller's (the client acts as the caller)
-    if identity.via == "local":
-        by, roles = body.by, body.roles or None
-    elif body.by and body.by != identity.user:
-        raise ApiError(403, f"you are {identity.user}: you cannot answer as {body.by}")
+    by = acting_as(identity, body.by, "answer")
+    roles = (body.roles or None) if identity.via == "local" else None
     answer = await run.approve(body.node, body.approved, body.comment, by, roles, body.output)
     return _answer(workflow_id, answer)
