@@ -276,7 +276,11 @@ class CoreShell:
             handle.add_done_callback(partial(self._activity_done, label, None))
             return
         node = self._node(command.node)
-        summary = node.summary if label == node.id else f"{node.summary} {label}"
+        # A summary is a payload of its own, encoded and stored per activity: only a node with
+        # a name has one (an unnamed node's summary would repeat the activity id, its label).
+        summary = None
+        if node.name:
+            summary = node.summary if label == node.id else f"{node.summary} {label}"
         options = self._options.get(node.id)
         if options is None:
             options = self._options[node.id] = _activity_options(node)
