@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import signal
 import sys
@@ -20,7 +21,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import activities
@@ -37,12 +38,18 @@ if TYPE_CHECKING:
 # Modules the workflow sandbox may share with the worker instead of re-importing them per run:
 # the interpreter is pure (no I/O, clock or randomness) and the rest are its pure dependencies.
 PASSTHROUGH_MODULES = ("interpreter", "cel", "pydantic", "pydantic_core", "annotated_types", "yaml")
+TRUTHY = ("1", "true", "yes", "on")
 
 log = logging.getLogger("tideflow.worker")
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
-    """The sandboxed runner with Tideflow's pure modules passed through."""
+def workflow_runner(sandboxed: bool = True) -> WorkflowRunner:
+    """The runner of the workflow: the SDK's sandbox with Tideflow's pure modules passed
+    through, or (``sandboxed=False``, the worker's default: see ``workflow_sandbox`` in
+    activities/settings.py) none. ``TIDEFLOW_WORKFLOW_SANDBOX=1`` in the environment forces
+    the sandbox whatever the settings say: the test suite sets it."""
+    if not sandboxed and os.environ.get("TIDEFLOW_WORKFLOW_SANDBOX", "").lower() not in TRUTHY:
+        return UnsandboxedWorkflowRunner()
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
     )
@@ -70,7 +77,7 @@ def build_worker(
         task_queue=queue,
         workflows=[] if activities_only else [TideflowWorkflow],
         activities=activities.registry.activities(resources, task_queue=queue),
-        workflow_runner=workflow_runner(),
+        workflow_runner=workflow_runner(settings.workflow_sandbox),
         max_concurrent_activities=(
             pool.max_concurrent_activities
             if pool and pool.max_concurrent_activities

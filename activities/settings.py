@@ -365,6 +365,12 @@ class WorkerSettings(_Section):
         self.home.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{(self.home / 'control.db').resolve()}"
 
+    workflow_sandbox: bool = False
+    """Run the workflow inside the Temporal SDK's sandbox (``TIDEFLOW_WORKFLOW_SANDBOX``). The
+    one workflow is Tideflow's own code, not users': off, it runs without the sandbox's
+    per-payload and per-activation crossings (about a fifth of the worker's CPU per node,
+    bench/README.md). The test suite turns it on, so a non-deterministic call in the
+    interpreter fails a test."""
     max_concurrent_workflow_tasks: int = Field(default=50, ge=1)
     """Workflow task slots: how many runs the worker advances at once (seed 003's
     ``max_concurrent_workflows``). Bounded so a burst of runs cannot starve the event loop."""
@@ -501,6 +507,7 @@ def _apply_env(data: dict[str, Any], env: dict[str, str]) -> dict[tuple[str, ...
         "TIDEFLOW_DOCUMENTS_FETCH_TIMEOUT": ("documents", "fetch_timeout_seconds"),
         "TIDEFLOW_METRICS_ADDRESS": ("monitoring", "address"),
         "TIDEFLOW_MAX_WORKFLOW_TASKS": ("max_concurrent_workflow_tasks",),
+        "TIDEFLOW_WORKFLOW_SANDBOX": ("workflow_sandbox",),
     }
     for var, path in simple.items():
         if var in env:

@@ -16,6 +16,12 @@ for name in ("TIDEFLOW_CONFIG", "OPENAI_BASE_URL", "OPENAI_API_KEY"):
 # tests start (whatever its own TIDEFLOW_HOME) reads and writes the same references.
 os.environ["TIDEFLOW_PAYLOAD_STORE"] = (Path(os.environ["TIDEFLOW_HOME"]) / "payloads").as_uri()
 
+# The workflow runs inside the Temporal SDK's sandbox in every test (and in every worker process
+# a test starts): production workers run it without (activities/settings.py), so a call the
+# sandbox forbids in the interpreter fails here rather than replaying wrong there.
+# test_engine_config runs the production runner.
+os.environ["TIDEFLOW_WORKFLOW_SANDBOX"] = "1"
+
 pytest_plugins = sorted(
     f"tests.servers.{path.stem}"
     for path in (Path(__file__).parent / "servers").glob("*.py")

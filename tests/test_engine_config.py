@@ -370,3 +370,50 @@ def client_load(text: str) -> Any:
     from interpreter import load_string
 
     return load_string(text, "<test>", catalog=registry)
+
+
+# --- the workflow runner --------------------------------------------------------------------------
+
+NO_SANDBOX = """
+name: engine-no-sandbox
+inputs: {n: {type: integer, default: 3}}
+tasks:
+  - id: first
+    type: test.echo
+    config: {value: "${{ inputs.n * 2 }}"}
+  - id: each
+    type: test.echo
+    depends_on: [first]
+    foreach: "${{ [1, 2, 3] }}"
+    config: {value: "${{ item + nodes.first.output.value }}"}
+  - id: never
+    type: test.echo
+    depends_on: [first]
+    when: "${{ nodes.first.output.value > 100 }}"
+    config: {value: no}
+"""
+
+
+async def test_production_workers_run_the_workflow_outside_the_sandbox_and_tests_inside(
+    tideflow: Tideflow, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from temporalio.worker import UnsandboxedWorkflowRunner
+    from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+    from worker import running_worker, workflow_runner
+
+    assert WorkerSettings().workflow_sandbox is False
+    # The suite forces the sandbox (tests/conftest.py), whatever the settings say ...
+    assert isinstance(workflow_runner(False), SandboxedWorkflowRunner)
+    # ... and a production worker runs without it, with the same outcome.
+    monkeypatch.delenv("TIDEFLOW_WORKFLOW_SANDBOX")
+    queue = f"no-sandbox-{uuid.uuid4().hex[:8]}"
+    settings = WorkerSettings(home=tmp_path, task_queue=queue)
+    async with running_worker(tideflow.client, settings) as worker:
+        assert isinstance(worker.config()["workflow_runner"], UnsandboxedWorkflowRunner)
+        client = TideflowClient(tideflow.client, task_queue=queue)
+        report = await client.run(tideflow.load(NO_SANDBOX))
+    assert report.status == "completed", report.error
+    assert report.nodes["first"].output["value"] == 6
+    assert [item["value"] for item in report.nodes["each"].output] == [7, 8, 9]
+    assert report.nodes["never"].status == "skipped"
