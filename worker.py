@@ -109,7 +109,7 @@ class _LineageSink:
 
     def __enter__(self) -> _LineageSink:
         self._thread.start()
-        observers.add_sink(self)
+        observers.add_sink(self, nodes=False)  # it hears run_started only
         return self
 
     def __exit__(self, *exc: object) -> None:

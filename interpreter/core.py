@@ -124,6 +124,7 @@ class RunCore:
         reuse: dict[str, ReusedNode] | None = None,
         origin: str | None = None,
         observe: bool = False,
+        observe_nodes: bool = True,
     ) -> None:
         self.plan = plan
         self.inputs = inputs
@@ -153,6 +154,8 @@ class RunCore:
         self.origin = origin
         self.observe = observe
         """Whether the worker's observers want lifecycle events (``Observe`` commands)."""
+        self.observe_nodes = observe and observe_nodes
+        """Whether they want each node's start and end as well (not only the run's)."""
         self.spent_tokens = 0
         self.spent_usd = 0.0
         self.added_tokens = 0
@@ -231,6 +234,7 @@ class RunCore:
         reuse: dict[str, ReusedNode] | None = None,
         origin: str | None = None,
         observe: bool = False,
+        observe_nodes: bool = True,
     ) -> RunCore:
         """The core a :meth:`snapshot` (of any format) describes."""
         snap = RunSnapshot.from_json(data)
@@ -244,6 +248,7 @@ class RunCore:
             reuse=reuse,
             origin=origin,
             observe=observe,
+            observe_nodes=observe_nodes,
         )
         core.scheduler = Scheduler.restore(core._graph_nodes(), snap.scheduler)
         core.vars = dict(snap.vars)
@@ -1379,7 +1384,8 @@ class RunCore:
         if self.batch is None:
             self._notify(status)
         if self.observe:
-            self._observe_transitions()
+            if self.observe_nodes:
+                self._observe_transitions()
             data = {**self._run_data(), "status": status}
             data["error"] = self.fatal[1] if self.fatal else None
             self._out.append(Observe("run_ended", data))
@@ -1410,7 +1416,7 @@ class RunCore:
             self._finish(self._final)
         if self.phase in ("running", "draining"):
             self._refresh_status()
-        if self.observe:
+        if self.observe_nodes:
             self._observe_transitions()
         out = [*self._status_out, *self._out]
         self._status_out, self._out = [], []

@@ -15,18 +15,27 @@ from typing import Any
 
 Sink = Callable[[str, dict[str, Any]], None]
 
+RUN_EVENTS = frozenset({"run_started", "run_ended"})
+"""The events of a run's start and end only (no per-node events)."""
+
 _sinks: list[Sink] = []
+_node_sinks: list[Sink] = []
 
 
-def add_sink(sink: Sink) -> None:
-    """Start handing events to ``sink``."""
+def add_sink(sink: Sink, *, nodes: bool = True) -> None:
+    """Start handing events to ``sink``: every event, or with ``nodes=False`` only
+    :data:`RUN_EVENTS` (runs then build no event per node for it)."""
     _sinks.append(sink)
+    if nodes:
+        _node_sinks.append(sink)
 
 
 def remove_sink(sink: Sink) -> None:
     """Stop handing events to ``sink``."""
     if sink in _sinks:
         _sinks.remove(sink)
+    if sink in _node_sinks:
+        _node_sinks.remove(sink)
 
 
 def active() -> bool:
@@ -34,8 +43,14 @@ def active() -> bool:
     return bool(_sinks)
 
 
+def wants_nodes() -> bool:
+    """Whether anybody listens to each node's start and end."""
+    return bool(_node_sinks)
+
+
 def emit(event: str, data: dict[str, Any]) -> None:
-    """Hand an event to every sink; a sink that raises is left out of this event only."""
-    for sink in list(_sinks):
+    """Hand an event to every sink that wants it; a sink that raises is left out of this
+    event only."""
+    for sink in list(_sinks if event in RUN_EVENTS else _node_sinks):
         with contextlib.suppress(Exception):
             sink(event, data)

@@ -125,6 +125,7 @@ class CoreShell:
                 "reuse": input.reuse,
                 "origin": input.origin,
                 "observe": observers.active(),
+                "observe_nodes": observers.wants_nodes(),
             }
             if input.resume:
                 self._core = RunCore.restore(plan, inputs, identity, input.resume, **options)

@@ -831,6 +831,41 @@ def test_observers_hear_the_run_and_every_node_start_and_end() -> None:
     ]
 
 
+def test_observers_of_the_run_alone_cost_no_event_per_node() -> None:
+    from interpreter import observers
+    from interpreter.commands import Observe
+
+    core = RunCore(
+        load_plan(plan(act("a"), act("b", "a"))),
+        {},
+        IDENTITY,
+        started_at=NOW,
+        observe=True,
+        observe_nodes=False,
+    )
+    d = Driver(core)
+    d.complete("a")
+    d.complete("b")
+    seen = [c.event for c in d.commands if isinstance(c, Observe)]
+    assert seen == ["run_started", "run_ended"]
+
+    heard: list[tuple[str, str]] = []
+    runs_only: observers.Sink = lambda event, data: heard.append(("run", event))  # noqa: E731
+    every: observers.Sink = lambda event, data: heard.append(("all", event))  # noqa: E731
+    observers.add_sink(runs_only, nodes=False)
+    assert observers.active() and not observers.wants_nodes()
+    observers.add_sink(every)
+    try:
+        assert observers.wants_nodes()
+        observers.emit("node_started", {})
+        observers.emit("run_ended", {})
+    finally:
+        observers.remove_sink(runs_only)
+        observers.remove_sink(every)
+    assert heard == [("all", "node_started"), ("run", "run_ended"), ("all", "run_ended")]
+    assert not observers.active()
+
+
 def test_a_wide_fan_out_of_local_nodes_runs_its_overflow_as_regular_activities() -> None:
     from interpreter.core import MAX_LOCAL_IN_FLIGHT
 
