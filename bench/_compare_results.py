@@ -39,6 +39,7 @@ ENGINES = (
     Engine("tideflow", "Tideflow (remote)"),
     Engine("local", "Tideflow (local execution)"),
     Engine("hand", "hand-written"),
+    Engine("bare", "hand-written, no sandbox"),
     Engine("dsl", "samples-python DSL"),
 )
 BY_KEY = {engine.key: engine for engine in ENGINES}
@@ -240,13 +241,22 @@ def targets(outcomes: list[Outcome], keys: list[str]) -> str:
             wall = remote.wall / hand.wall
             cpu = outcome.median("tideflow", _worker_ms) / outcome.median(BASELINE, _worker_ms)
             events = remote.events / hand.events
-            found.append(
-                _Target(
-                    what,
-                    wall <= 1.02 and cpu <= 1.02 and remote.events <= hand.events,
-                    f"wall {wall:.2f}x (best), worker CPU {cpu:.2f}x (median), events "
-                    f"{events:.2f}x ({remote.events:.0f} vs {hand.events:.0f})",
+            detail = (
+                f"wall {wall:.2f}x (best), worker CPU {cpu:.2f}x (median), events "
+                f"{events:.2f}x ({remote.events:.0f} vs {hand.events:.0f})"
+            )
+            if not outcome.missing("tideflow", "bare"):
+                # Tideflow's workflow runs unsandboxed: against hand-written code run the same.
+                bare = outcome.best("bare")
+                bare_cpu = outcome.median("tideflow", _worker_ms) / outcome.median(
+                    "bare", _worker_ms
                 )
+                detail += (
+                    f"; against the hand-written workflow without the sandbox: wall "
+                    f"{remote.wall / bare.wall:.2f}x, worker CPU {bare_cpu:.2f}x"
+                )
+            found.append(
+                _Target(what, wall <= 1.02 and cpu <= 1.02 and remote.events <= hand.events, detail)
             )
     for key in ("tideflow", "local"):
         compared = [o for o in outcomes if not o.missing(key, BASELINE)]

@@ -6,13 +6,16 @@
 One process run starts the embedded dev server (``starter.server.DevServer``: SQLite with the
 WAL pragmas, headless, free ports) and one worker process per engine, each on its own task queue
 with the same options (``max_concurrent_workflow_tasks=50`` as ``worker.build_worker``, the
-settings' activity and local-activity slots, the sandbox with Tideflow's pass-through modules),
+settings' activity and local-activity slots),
 so worker CPU and peak RSS are each engine's own. The engines all call the no-op activity
 ``bench.noop`` (:mod:`bench._noop`) with the same ``NodeInput``:
 
 - ``tideflow``: a Tideflow definition, every node a regular activity;
 - ``local``: the same definition with ``defaults: {execution: local}`` (local activities);
-- ``hand``: the hand-written workflow of :mod:`bench._handwritten` (a loop, ``asyncio.gather``);
+- ``hand``: the hand-written workflow of :mod:`bench._handwritten` (a loop, ``asyncio.gather``),
+  in the SDK's sandbox as a hand-written workflow runs by default;
+- ``bare``: the same hand-written workflow without the sandbox, as Tideflow's own workflow runs
+  (``workflow_sandbox`` in activities/settings.py: docs/decisions.md);
 - ``dsl``: the samples-python DSL interpreter (:mod:`bench._samples_dsl`): a YAML tree of
   ``sequence``/``parallel`` statements with ``activity`` leaves, interpreted by one workflow.
 
@@ -93,9 +96,9 @@ async def serve_worker(address: str, key: str) -> None:
         worker = Worker(
             client,
             task_queue=engine.queue,
-            workflows=[HandWritten if key == "hand" else SamplesDSLWorkflow],
+            workflows=[SamplesDSLWorkflow if key == "dsl" else HandWritten],
             activities=activities.registry.activities(resources),
-            workflow_runner=workflow_runner(),
+            workflow_runner=workflow_runner(sandboxed=key != "bare"),
             max_concurrent_activities=settings.max_concurrent_activities,
             max_concurrent_local_activities=settings.max_concurrent_local_activities,
             max_concurrent_workflow_tasks=50,  # as worker.build_worker
@@ -199,6 +202,7 @@ class Compare:
             "tideflow": start_tideflow(remote, "tideflow"),
             "local": start_tideflow(local, "local"),
             "hand": start_workflow(HandWritten.run, hand, "hand"),
+            "bare": start_workflow(HandWritten.run, hand, "bare"),
             "dsl": start_workflow(SamplesDSLWorkflow.run, dsl, "dsl"),
         }
 
@@ -305,7 +309,7 @@ def _check(key: str, result: Any, workload: Workload) -> None:
         done = [node for node in result.nodes.values() if node.status == "completed"]
         if result.status != "completed" or len(done) != n:
             raise RuntimeError(f"a {key} run did not complete: {result.status} {result.error}")
-    elif key == "hand":
+    elif key in ("hand", "bare"):
         if len(result) != n:
             raise RuntimeError(f"a hand-written run returned {len(result)} outputs")
     elif any(f"s{i}" not in result for i in range(n)):
@@ -478,7 +482,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--engines",
         type=_key_list,
         default=[e.key for e in ENGINES],
-        help="comma-separated subset of tideflow,local,hand,dsl (hand is required)",
+        help="comma-separated subset of tideflow,local,hand,bare,dsl (hand is required)",
     )
     parser.add_argument(
         "--output",
