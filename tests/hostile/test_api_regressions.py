@@ -347,6 +347,17 @@ async def test_a_retried_start_with_the_same_key_returns_the_first_run(
     # One run: the id's only execution is the first one, and it ran once.
     handle = tideflow.client.get_workflow_handle(first["workflow_id"])
     assert (await handle.describe()).run_id == first["run_id"]
+    # And one start in the lineage (the worker adds the run id when it runs it).
+    from sqlalchemy import select
+
+    from starter.lineage import runs_table
+    from starter.store import open_store
+
+    with open_store(None).connect() as connection:
+        rows = connection.execute(
+            select(runs_table.c.run_id).where(runs_table.c.workflow_id == first["workflow_id"])
+        ).all()
+    assert [row.run_id for row in rows if row.run_id is None] == [None]
     report = await api.get(f"/runs/{first['workflow_id']}/report", params={"wait": "true"})
     assert report.json()["outputs"] == {"greeting": "hi Lin"}
 
