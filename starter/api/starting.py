@@ -115,6 +115,17 @@ async def start_run(
         "start", workflow_id, user=user, via=origin, definition=definition.slug
     ):
         resolve_inputs(definition, inputs)  # nothing recorded of a start refused at once
+        if idempotency is None or not await runtime.outbox.started_before(workflow_id):
+            # Before the start is accepted, so that the run's first node finds it; a start
+            # repeated with its Idempotency-Key is the same start, recorded once.
+            await lineage.record_start_async(
+                workflow_id=workflow_id,
+                run_id=None,
+                definition=definition,
+                inputs=inputs,
+                documents=[document] if document else [],
+                origin=origin,
+            )
         accepted = await runtime.outbox.start(
             definition,
             inputs,
@@ -134,15 +145,6 @@ async def start_run(
         repeated = not accepted.new and idempotency is not None
         if repeated and idempotency and entry.fingerprint != idempotency.request:
             raise _key_conflict(idempotency, entry)
-        if accepted.new:  # a start repeated with its Idempotency-Key is the same start
-            await lineage.record_start_async(
-                workflow_id=workflow_id,
-                run_id=None,
-                definition=definition,
-                inputs=inputs,
-                documents=[document] if document else [],
-                origin=origin,
-            )
         return _outcome(entry, new=accepted.new, idempotency=idempotency)
 
 

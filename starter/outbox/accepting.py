@@ -111,12 +111,17 @@ class StartOutbox:
             source,
             definition=definition.slug,
             workflow_id=record.workflow_id,
-            dedupe=f"start:{record.workflow_id}" if idempotent else None,
+            dedupe=_start_dedupe(record.workflow_id) if idempotent else None,
             fingerprint=fingerprint,
         )
         entry, new = (await asyncio.to_thread(self.outbox.accept_many, [row]))[0]
         (settled,) = await self._settle([entry], wait)
         return Accepted(settled, new)
+
+    async def started_before(self, workflow_id: str) -> bool:
+        """Whether an idempotent start of this workflow id was accepted already (accepting it
+        again would return that one)."""
+        return await asyncio.to_thread(self.outbox.holds, _start_dedupe(workflow_id))
 
     async def event(
         self,
@@ -225,3 +230,7 @@ def _digest(*parts: str) -> str:
 
 def _new_id() -> str:
     return new_entry_id()
+
+
+def _start_dedupe(workflow_id: str) -> str:
+    return f"start:{workflow_id}"

@@ -223,6 +223,15 @@ class Outbox:
 
     # -- reading --------------------------------------------------------------------------------
 
+    def holds(self, dedupe: str) -> bool:
+        """Whether an entry with this ``dedupe`` value was accepted (it is then the answer to
+        every later one)."""
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                select(outbox_table.c.id).where(outbox_table.c.dedupe == dedupe)
+            ).first()
+        return found is not None
+
     def get(self, entry_id: str) -> Entry | None:
         """The entry of an id."""
         with self.engine.connect() as connection:
