@@ -6,10 +6,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from temporalio.api.common.v1 import Payload
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import Priority, SearchAttributePair, TypedSearchAttributes
 from temporalio.converter import DataConverter
 
 import activities
@@ -98,3 +98,26 @@ def plain_payload(text: str) -> Payload:
     summary) passed so stays readable in the Web UI when payloads are encrypted (the SDK takes
     a Payload where it takes the text)."""
     return DataConverter.default.payload_converter.to_payloads([text])[0]
+
+
+def task_priority(key: int | None) -> Priority:
+    """Temporal's priority for a run's ``priority`` (1 first … 5 last; None: the default, 3).
+    Activities inherit their workflow's priority, so a run's nodes are ordered too."""
+    return Priority(priority_key=key) if key else Priority.default
+
+
+def start_options(
+    *, slug: str, version: str, summary: str, details: str | None, priority: int | None
+) -> dict[str, Any]:
+    """The options of ``start_workflow`` every run gets, whoever starts it (the client, the
+    outbox's deliverer): its definition and version as search attributes, its title and
+    description in the Web UI — pre-encoded, so that no payload codec (encryption) hides them
+    (the SDK takes a Payload where it takes the text) — and its task priority."""
+    return {
+        "search_attributes": TypedSearchAttributes(
+            [SearchAttributePair(DEFINITION_KEY, slug), SearchAttributePair(VERSION_KEY, version)]
+        ),
+        "static_summary": cast(str, plain_payload(summary)),
+        "static_details": cast(str, plain_payload(details)) if details else None,
+        "priority": task_priority(priority),
+    }

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
-from temporalio.common import Priority, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from activities import WorkerSettings
 from interpreter import Definition
@@ -29,21 +29,14 @@ from starter.client.connection import (
 )
 from starter.client.definitions import (
     new_workflow_id,
-    plain_payload,
     run_input,
-    search_attributes,
+    start_options,
     static_summary,
 )
 from starter.client.events import EventDelivery
 from starter.client.handle import RunHandle
 from starter.client.listing import RunSummary, list_runs, list_runs_matching
 from starter.client.redrive import RedriveCandidate, redrive_candidates
-
-
-def task_priority(key: int | None) -> Priority:
-    """Temporal's priority for a run's ``priority`` (1 first … 5 last; None: the default, 3).
-    Activities inherit their workflow's priority, so a run's nodes are ordered too."""
-    return Priority(priority_key=key) if key else Priority.default
 
 
 class TideflowClient:
@@ -263,15 +256,14 @@ class TideflowClient:
                 task_queue=task_queue or self.task_queue,
                 id_reuse_policy=id_reuse_policy,
                 id_conflict_policy=id_conflict_policy,
-                search_attributes=search_attributes(definition),
-                # Pre-encoded, so that no payload codec (encryption) touches them: the Web UI
-                # lists runs by this title whoever looks (the SDK takes a Payload as is).
-                static_summary=cast(str, plain_payload(static_summary(definition))),
-                static_details=cast(str, plain_payload(definition.description))
-                if definition.description
-                else None,
                 memo=memo,
-                priority=task_priority(priority or definition.priority),
+                **start_options(
+                    slug=definition.slug,
+                    version=definition.display_version,
+                    summary=static_summary(definition),
+                    details=definition.description,
+                    priority=priority or definition.priority,
+                ),
             )
         return RunHandle(self, handle)
 

@@ -13,12 +13,10 @@ memo: a retried delivery finds the run the first one started instead of starting
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from pydantic import BaseModel, Field
 from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
@@ -28,10 +26,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from interpreter import Definition
 from interpreter.control import RunInput
 from interpreter.model import RetrySpec
-from interpreter.workflow import DEFINITION_KEY, VERSION_KEY, TideflowWorkflow
+from interpreter.workflow import TideflowWorkflow
 from starter.client import TideflowClient, run_input, static_summary
-from starter.client.definitions import plain_payload
-from starter.client.tideflow_client import task_priority
+from starter.client.definitions import start_options
 from starter.outbox.records import Entry
 
 OUTBOX_MEMO = "tideflow_outbox"
@@ -171,17 +168,14 @@ async def deliver_start(client: TideflowClient, entry: Entry, attempt: int) -> D
                 else WorkflowIDReusePolicy.ALLOW_DUPLICATE
             ),
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(DEFINITION_KEY, record.slug),
-                    SearchAttributePair(VERSION_KEY, record.version),
-                ]
-            ),
-            # Pre-encoded, so that no payload codec (encryption) hides the Web UI's titles.
-            static_summary=cast(str, plain_payload(record.summary)),
-            static_details=cast(str, plain_payload(record.details)) if record.details else None,
             memo={**record.memo, OUTBOX_MEMO: entry.id},
-            priority=task_priority(record.priority),
+            **start_options(
+                slug=record.slug,
+                version=record.version,
+                summary=record.summary,
+                details=record.details,
+                priority=record.priority,
+            ),
         )
     except WorkflowAlreadyStartedError as e:
         return await _already_started(client, record, entry, e.run_id)

@@ -27,8 +27,7 @@ from interpreter.workflow import WORKFLOW_NAME
 from starter import client as tideflow
 from starter._catalog import Catalog
 from starter.client import TideflowClient
-from starter.client.definitions import plain_payload
-from starter.client.tideflow_client import task_priority
+from starter.client.definitions import plain_payload, task_priority
 from starter.triggers.starting import _digest
 
 SCHEDULE_PREFIX = "tideflow-"
