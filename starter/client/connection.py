@@ -19,6 +19,7 @@ An API key turns TLS on (Temporal Cloud). This is :mod:`temporalio.envconfig`, t
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import getpass
 import os
@@ -143,14 +144,26 @@ async def connect(
     client and its workers for Prometheus (default ``TIDEFLOW_METRICS_ADDRESS``).
     :meth:`TideflowClient.connect <starter.client.TideflowClient.connect>` wraps it."""
     config = connect_config(address, namespace)
-    return await Client.connect(
-        **config,
-        data_converter=data_converter(settings),
-        interceptors=telemetry.interceptors(),
-        runtime=telemetry.runtime(metrics_address),
-        identity=identity,
-        connect_timeout=connect_timeout,
-    )
+    # A server that has just opened its port may answer "Frontend is not healthy yet" for a
+    # moment (seen with the dev server on a busy machine): that is a wait, not a failure.
+    deadline = asyncio.get_running_loop().time() + _UNHEALTHY_WAIT_SECONDS
+    while True:
+        try:
+            return await Client.connect(
+                **config,
+                data_converter=data_converter(settings),
+                interceptors=telemetry.interceptors(),
+                runtime=telemetry.runtime(metrics_address),
+                identity=identity,
+                connect_timeout=connect_timeout,
+            )
+        except RuntimeError as e:
+            if "not healthy yet" not in str(e) or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+_UNHEALTHY_WAIT_SECONDS = 15.0
 
 
 class _IdentityServiceClient(ServiceClient):
