@@ -80,11 +80,12 @@ def new_workflow_id(definition: Definition) -> str:
 
 def search_attributes(definition: Definition) -> TypedSearchAttributes:
     """The search attributes a run of ``definition`` starts with."""
+    return _run_attributes(definition.slug, definition.display_version)
+
+
+def _run_attributes(slug: str, version: str) -> TypedSearchAttributes:
     return TypedSearchAttributes(
-        [
-            SearchAttributePair(DEFINITION_KEY, definition.slug),
-            SearchAttributePair(VERSION_KEY, definition.display_version),
-        ]
+        [SearchAttributePair(DEFINITION_KEY, slug), SearchAttributePair(VERSION_KEY, version)]
     )
 
 
@@ -114,9 +115,7 @@ def start_options(
     description in the Web UI — pre-encoded, so that no payload codec (encryption) hides them
     (the SDK takes a Payload where it takes the text) — and its task priority."""
     return {
-        "search_attributes": TypedSearchAttributes(
-            [SearchAttributePair(DEFINITION_KEY, slug), SearchAttributePair(VERSION_KEY, version)]
-        ),
+        "search_attributes": _run_attributes(slug, version),
         "static_summary": cast(str, plain_payload(summary)),
         "static_details": cast(str, plain_payload(details)) if details else None,
         "priority": task_priority(priority),
